@@ -1,0 +1,47 @@
+# fedge: one command to set up and test (`make test`), one to see it work (`make demo`).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Debian tools the test suite runs, as command:package pairs. Installed with apt-get
+# when missing and we are root; elsewhere the tests that need them say what to install.
+DEB_TOOLS := gcc:gcc
+
+.PHONY: test demo lint system-deps install clean
+
+test: install system-deps
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+demo: install
+	$(BIN)/fedge demo --out demo-out
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
+	touch $(STAMP)
+
+system-deps:
+	@missing=""; \
+	for pair in $(DEB_TOOLS); do \
+	  cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "missing Debian packages (run as root or install them):$$missing"; \
+	  fi; \
+	fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis demo-out

@@ -1,0 +1,53 @@
+"""The fedge IR: model dataclasses, lowering from libraries, and the numpy runtime."""
+
+from fedge.ir.lower import lower, supported_estimators
+from fedge.ir.nodes import (
+    Activation,
+    Affine,
+    AffineOrder,
+    Aggregation,
+    Comparison,
+    Dense,
+    Impute,
+    Linear,
+    Link,
+    Model,
+    Precision,
+    PredictFrom,
+    Step,
+    Task,
+    TreeEnsemble,
+    accepts_missing,
+    models_equal,
+    nbytes,
+    round_threshold,
+)
+from fedge.ir.runtime import Mode, decision_function, predict, predict_proba
+
+__all__ = [
+    "Activation",
+    "Affine",
+    "AffineOrder",
+    "Aggregation",
+    "Comparison",
+    "Dense",
+    "Impute",
+    "Linear",
+    "Link",
+    "Mode",
+    "Model",
+    "Precision",
+    "PredictFrom",
+    "Step",
+    "Task",
+    "TreeEnsemble",
+    "accepts_missing",
+    "decision_function",
+    "lower",
+    "models_equal",
+    "nbytes",
+    "predict",
+    "predict_proba",
+    "round_threshold",
+    "supported_estimators",
+]

@@ -1,0 +1,88 @@
+"""Reference- and device-mode parity of the numpy runtime with scikit-learn, over the zoo.
+
+Claims (DESIGN.md, precision contract):
+- reference mode: labels identical; probabilities, decision values and regression
+  outputs within rtol 1e-9, atol 1e-12 of scikit-learn.
+- device mode (float32): probabilities within atol 1e-5 of reference mode, labels
+  identical except on rows whose reference margin is below 1e-4.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fedge
+from zoo import Case, threshold_rows, zoo
+
+RTOL, ATOL = 1e-9, 1e-12
+CASES = [pytest.param(c, id=c.name) for c in zoo()]
+
+
+def _rows(c: Case) -> np.ndarray:
+    """Test rows, plus rows exactly on (and one float32 step around) every split threshold."""
+    X = c.dataset.X_test
+    est = c.estimator
+    trees = [e.tree_ for e in getattr(est, "estimators_", [])] or (
+        [est.tree_] if hasattr(est, "tree_") else []
+    )
+    if not trees:
+        return X
+    inner = [(t.threshold[t.children_left != -1], t.feature[t.children_left != -1]) for t in trees]
+    thr = np.concatenate([t for t, _ in inner])
+    feat = np.concatenate([f for _, f in inner])
+    if thr.size == 0:
+        return X
+    return np.concatenate([X, threshold_rows(c.dataset.X_train, thr, feat)])
+
+
+@pytest.mark.parametrize("c", CASES)
+def test_reference_mode_matches_sklearn(c: Case) -> None:
+    est, X = c.estimator, _rows(c)
+    model = fedge.lower(est)
+    np.testing.assert_array_equal(fedge.predict(model, X), est.predict(X))
+    if c.dataset.task == "regression":
+        np.testing.assert_allclose(fedge.predict(model, X), est.predict(X), rtol=RTOL, atol=ATOL)
+        return
+    if hasattr(est, "predict_proba") and model.link.value != "none":
+        np.testing.assert_allclose(
+            fedge.predict_proba(model, X), est.predict_proba(X), rtol=RTOL, atol=ATOL
+        )
+    if hasattr(est, "decision_function"):
+        np.testing.assert_allclose(
+            fedge.decision_function(model, X), est.decision_function(X), rtol=RTOL, atol=ATOL
+        )
+
+
+@pytest.mark.parametrize("c", CASES)
+def test_device_mode_is_float32_close_to_reference(c: Case) -> None:
+    model = fedge.lower(c.estimator)
+    X = c.dataset.X_test
+    ref = fedge.decision_function(model, X)
+    dev = fedge.decision_function(model, X, mode="device")
+    assert dev.dtype == np.float32
+    scale = max(1.0, float(np.abs(ref).max()))
+    np.testing.assert_allclose(dev, ref, rtol=0, atol=1e-5 * scale)
+    if c.dataset.task == "regression":
+        return
+    if model.link.value != "none":
+        p_ref = fedge.predict_proba(model, X)
+        p_dev = fedge.predict_proba(model, X, mode="device")
+        np.testing.assert_allclose(p_dev, p_ref, rtol=0, atol=1e-5)
+        margin = np.sort(p_ref, axis=1)[:, -1] - np.sort(p_ref, axis=1)[:, -2]
+    else:
+        r = ref.reshape(len(X), -1)
+        margin = np.abs(r[:, 0]) if r.shape[1] == 1 else np.diff(np.sort(r, axis=1)[:, -2:]).ravel()
+    same = fedge.predict(model, X, mode="device") == fedge.predict(model, X)
+    assert np.all(same | (margin < 1e-4))
+
+
+@pytest.mark.parametrize(
+    "c",
+    [p for p in CASES if "nan" in p.values[0].tags],
+)
+def test_nan_rows_follow_the_source_rule(c: Case) -> None:
+    X = c.dataset.X_test
+    assert np.isnan(X).any(axis=1).sum() > 10
+    model = fedge.lower(c.estimator)
+    np.testing.assert_array_equal(fedge.predict(model, X), c.estimator.predict(X))
