@@ -274,18 +274,31 @@ def _trees(step: TreeEnsemble, X: np.ndarray, mode: Mode) -> np.ndarray:
 
 
 def _walk(step: TreeEnsemble, X: np.ndarray, threshold: np.ndarray) -> np.ndarray:
-    """Leaf index reached by every (row, tree), one tree level per iteration."""
-    node = np.broadcast_to(step.roots, (X.shape[0], step.n_trees)).copy()
+    """Leaf index reached by every (row, tree), one tree level per iteration.
+
+    Works on flat arrays of the (row, tree) pairs still inside a tree, which
+    shrink as pairs reach their leaves.
+    """
+    n_rows, n_trees = X.shape[0], step.n_trees
+    node = np.tile(step.roots, n_rows)  # position p = row * n_trees + tree
+    active = np.flatnonzero(node >= 0)
+    cur = node[active]
+    base = (active // n_trees) * X.shape[1]  # offset of the pair's row in X.ravel()
+    flat_x = X.ravel()
+    children = np.stack([step.left, step.right], axis=1).ravel()  # one gather per level
     less = np.less_equal if step.comparison is Comparison.LE else np.less
-    for _ in range(step.max_depth):
-        r, t = np.nonzero(node >= 0)
-        if r.size == 0:
-            break
-        at = node[r, t]
-        x = X[r, step.feature[at]]
-        go_left = np.where(np.isnan(x), step.missing_left[at], less(x, threshold[at]))
-        node[r, t] = np.where(go_left, step.left[at], step.right[at])
-    return ~node
+    while active.size:
+        x = flat_x[base + step.feature[cur]]
+        go_left = less(x, threshold[cur])
+        nan = np.isnan(x)
+        if nan.any():
+            go_left[nan] = step.missing_left[cur[nan]]
+        cur = children[2 * cur + ~go_left]
+        done = cur < 0
+        node[active[done]] = cur[done]
+        keep = ~done
+        active, cur, base = active[keep], cur[keep], base[keep]
+    return (~node).reshape(n_rows, n_trees)
 
 
 _STEP_EVAL: dict[type, Any] = {
