@@ -11,6 +11,7 @@ small immutable dataclasses, and everything else reads them.
 
 from fedge import errors
 from fedge._version import __version__
+from fedge.io import load, save
 from fedge.ir import (
     Mode,
     Model,
@@ -27,8 +28,10 @@ __all__ = [
     "__version__",
     "decision_function",
     "errors",
+    "load",
     "lower",
     "predict",
     "predict_proba",
+    "save",
     "supported_estimators",
 ]

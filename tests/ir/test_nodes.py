@@ -21,6 +21,7 @@ from fedge.ir import (
     TreeEnsemble,
     models_equal,
     round_threshold,
+    validate,
 )
 
 I32 = np.int32
@@ -193,3 +194,14 @@ def test_round_threshold_is_exact_for_every_float32_input() -> None:
             r = round_threshold(t, cmp)
             assert r.dtype == np.float32
             np.testing.assert_array_equal(op(probes, r), op(probes.astype(np.float64), t))
+
+
+def test_validate_catches_a_model_mutated_behind_the_constructor() -> None:
+    model = linear_model()
+    assert validate(model) is model
+    hacked = object.__new__(Linear)
+    object.__setattr__(hacked, "weights", np.full((2, 1), np.nan))
+    object.__setattr__(hacked, "bias", np.zeros(1))
+    object.__setattr__(model, "steps", (hacked,))
+    with pytest.raises(InvalidModelError, match="non-finite"):
+        validate(model)

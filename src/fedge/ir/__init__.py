@@ -21,6 +21,7 @@ from fedge.ir.nodes import (
     models_equal,
     nbytes,
     round_threshold,
+    validate,
 )
 from fedge.ir.runtime import Mode, decision_function, predict, predict_proba
 
@@ -50,4 +51,5 @@ __all__ = [
     "predict_proba",
     "round_threshold",
     "supported_estimators",
+    "validate",
 ]

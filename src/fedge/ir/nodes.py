@@ -14,6 +14,7 @@ float32), which is what makes float32 thresholds exact.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping
@@ -41,6 +42,12 @@ __all__ = [
     "Step",
     "Task",
     "TreeEnsemble",
+    "accepts_missing",
+    "models_equal",
+    "nbytes",
+    "round_threshold",
+    "step_arrays",
+    "validate",
 ]
 
 
@@ -590,6 +597,20 @@ class Model:
         if not all(isinstance(x, str) for x in names) or len(set(names)) != len(names):
             raise _fail("Model", "feature names must be distinct strings")
         _set(self, "feature_names", names)
+
+
+def validate(model: Model) -> Model:
+    """Re-run every structural check on ``model`` and its steps; return it unchanged.
+
+    Construction already validates, so this matters for code that assembles
+    models some other way (``object.__new__``, unpickling) or wants a checkpoint
+    after a transformation. Raises :class:`~fedge.errors.InvalidModelError`.
+    """
+    if not isinstance(model, Model):
+        raise InvalidModelError(f"expected a fedge IR Model, got {type(model).__name__}")
+    steps = tuple(dataclasses.replace(step) for step in model.steps)
+    dataclasses.replace(model, steps=steps)
+    return model
 
 
 def accepts_missing(model: Model) -> bool:

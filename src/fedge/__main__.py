@@ -1,0 +1,5 @@
+"""``python -m fedge``: the same as the ``fedge`` command."""
+
+from fedge.cli import main
+
+main()

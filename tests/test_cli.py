@@ -1,0 +1,119 @@
+"""The fedge command: inspect, export, demo; errors are one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+
+import pytest
+import skops.io as sio
+
+import fedge
+from fedge.cli import main
+from fedge.ir import models_equal
+from zoo import case
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_inspect_a_forest(tmp_path, capsys) -> None:
+    path = tmp_path / "forest.fedge"
+    fedge.save(case("forest_multiclass").estimator, path)
+    code, out, _ = run(capsys, "inspect", str(path))
+    assert code == 0
+    for text in (
+        "RandomForestClassifier",
+        "classification",
+        "size on disk",
+        "trees 25",
+        "max depth 8",
+        "size as .fedge",
+    ):
+        assert text in out, text
+
+
+def test_inspect_an_mlp_from_skops(tmp_path, capsys) -> None:
+    path = tmp_path / "mlp.skops"
+    sio.dump(case("mlp_multiclass_tanh").estimator, path)
+    code, out, _ = run(capsys, "inspect", str(path))
+    assert code == 0
+    assert "dense" in out and "activation tanh" in out and "affine" in out
+
+
+def test_export_lite_round_trips(tmp_path, capsys) -> None:
+    est = case("tree_nan").estimator
+    src, dst = tmp_path / "m.skops", tmp_path / "out.json"
+    sio.dump(est, src)
+    code, out, _ = run(capsys, "export", str(src), "--format", "lite", "-o", str(dst))
+    assert code == 0 and "wrote" in out
+    assert models_equal(fedge.load(dst), fedge.lower(est))
+
+
+def test_pickle_needs_trust(tmp_path, capsys) -> None:
+    src = tmp_path / "m.pkl"
+    src.write_bytes(pickle.dumps(case("lasso").estimator))
+    code, _, err = run(capsys, "export", str(src), "-o", str(tmp_path / "o.fedge"))
+    assert code == 1
+    assert "error:" in err and "--trust" in err and "Traceback" not in err
+    code, _, _ = run(capsys, "export", str(src), "-o", str(tmp_path / "o.fedge"), "--trust")
+    assert code == 0 and (tmp_path / "o.fedge").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["inspect", "missing.fedge"], "no such file"),
+        (["export", "MODEL", "-o", "out.txt"], ".json"),
+    ],
+)
+def test_errors_are_one_line(tmp_path, capsys, argv, message) -> None:
+    fedge.save(case("lasso").estimator, tmp_path / "MODEL.fedge")
+    argv = [a.replace("MODEL", str(tmp_path / "MODEL.fedge")) for a in argv]
+    argv = [str(tmp_path / a) if a.endswith((".txt", "missing.fedge")) else a for a in argv]
+    code, _, err = run(capsys, *argv)
+    assert code == 1
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 3  # one message, possibly wrapped
+
+
+def test_unknown_format_is_a_usage_error(tmp_path, capsys) -> None:
+    fedge.save(case("lasso").estimator, tmp_path / "m.fedge")
+    code, _, _ = run(capsys, "export", str(tmp_path / "m.fedge"), "--format", "exe", "-o", "x")
+    assert code == 2
+
+
+def test_demo_verifies_every_model(tmp_path, capsys) -> None:
+    code, out, _ = run(capsys, "demo", "--out", str(tmp_path), "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert len(rows) == 4
+    for row in rows:
+        assert row["labels_identical"], row
+        assert row["max_proba_diff"] <= 1e-9
+        assert row["accuracy"] > 0.9
+        assert row["fedge_bytes"] < row["pickle_bytes"]
+    assert sorted(p.suffix for p in tmp_path.iterdir()).count(".fedge") == 4
+
+
+def test_console_entry_point_runs(tmp_path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "fedge", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and out.stdout.startswith("fedge ")
+    bad = subprocess.run(
+        [sys.executable, "-m", "fedge", "inspect", str(tmp_path / "nope.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1 and "error:" in bad.stderr and "Traceback" not in bad.stderr

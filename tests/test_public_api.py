@@ -1,0 +1,56 @@
+"""Every name a package exports exists, and the exception hierarchy holds."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import fedge
+from fedge import errors
+
+PACKAGES = [
+    "fedge",
+    "fedge.errors",
+    "fedge.ir",
+    "fedge.ir.lower",
+    "fedge.ir.runtime",
+    "fedge.ir.nodes",
+    "fedge.ir.lite",
+    "fedge.ir.devicemath",
+    "fedge.io",
+    "fedge.demo",
+]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_every_name_in_all_exists(name) -> None:
+    module = importlib.import_module(name)
+    assert module.__all__, f"{name} has an empty __all__"
+    assert all(isinstance(n, str) for n in module.__all__)
+    missing = [n for n in module.__all__ if not hasattr(module, n)]
+    assert not missing, f"{name}.__all__ names missing attributes: {missing}"
+    assert len(set(module.__all__)) == len(module.__all__)
+
+
+def test_version_is_a_string() -> None:
+    assert isinstance(fedge.__version__, str) and fedge.__version__.count(".") == 2
+
+
+def test_every_error_is_a_fedge_error_and_a_builtin_where_documented() -> None:
+    for name in errors.__all__:
+        assert issubclass(getattr(errors, name), errors.FedgeError)
+    assert issubclass(errors.InvalidInputError, ValueError)
+    assert issubclass(errors.UnsupportedModelError, TypeError)
+    assert issubclass(errors.IntegrityError, errors.ModelFormatError)
+    assert issubclass(errors.UntrustedFileError, PermissionError)
+
+
+def test_importing_fedge_does_not_import_optional_libraries() -> None:
+    import subprocess
+    import sys
+
+    optional = ("sklearn", "skops", "xgboost", "lightgbm")
+    code = f"import sys, fedge; print(' '.join(m for m in {optional!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
