@@ -179,11 +179,17 @@ def _require_probabilities(model: Model) -> None:
 
 
 # --------------------------------------------------------------------------- scores
+# Overflow to inf, inf - inf = NaN and underflow to 0 are IEEE results a device
+# computes too; numpy's warnings about them would only be noise here.
+_IEEE = {"over": "ignore", "under": "ignore", "invalid": "ignore", "divide": "ignore"}
+
+
 def _scores(model: Model, X: np.ndarray, mode: Mode) -> np.ndarray:
     dtype = np.float64 if mode is Mode.REFERENCE else np.float32
     h = X.astype(dtype, copy=mode is Mode.REFERENCE)
-    for step in model.steps:
-        h = _STEP_EVAL[type(step)](step, h, mode)
+    with np.errstate(**_IEEE):
+        for step in model.steps:
+            h = _STEP_EVAL[type(step)](step, h, mode)
     return h
 
 
@@ -319,7 +325,11 @@ def step_output(step: Step, X: np.ndarray, mode: Mode | str = Mode.REFERENCE) ->
 
 # --------------------------------------------------------------------------- links
 def _probabilities(model: Model, scores: np.ndarray, mode: Mode) -> np.ndarray:
-    link = model.link
+    with np.errstate(**_IEEE):
+        return _link(model.link, scores, mode)
+
+
+def _link(link: Link, scores: np.ndarray, mode: Mode) -> np.ndarray:
     device = mode is Mode.DEVICE
     one = scores.dtype.type(1)
     if link is Link.IDENTITY:
