@@ -133,7 +133,8 @@ def models(draw) -> Model:
     n_features = draw(st.integers(1, 5))
     task = draw(st.sampled_from(list(Task)))
     if task is Task.REGRESSION:
-        n_outputs, link, classes = draw(st.integers(1, 3)), Link.IDENTITY, None
+        n_outputs, classes = draw(st.integers(1, 3)), None
+        link = draw(st.sampled_from([Link.IDENTITY, Link.EXP]))
         predict_from = PredictFrom.SCORES
     else:
         k = draw(st.integers(2, 4))

@@ -26,6 +26,10 @@ from sklearn.datasets import (
 from sklearn.ensemble import (
     ExtraTreesClassifier,
     ExtraTreesRegressor,
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
     RandomForestClassifier,
     RandomForestRegressor,
 )
@@ -284,6 +288,61 @@ def _cases() -> list[Case]:
             "multiclass_nan",
             frozenset({"tree", "nan"}),
         ),
+        # ---- boosting
+        Case(
+            "gb_binary",
+            lambda: GradientBoostingClassifier(n_estimators=40, random_state=0),
+            "binary",
+            frozenset({"tree", "boosting"}),
+        ),
+        Case(
+            "gb_multiclass",
+            lambda: GradientBoostingClassifier(n_estimators=20, max_depth=4, random_state=0),
+            "multiclass",
+            frozenset({"tree", "boosting"}),
+        ),
+        Case(
+            "gb_strings",
+            lambda: GradientBoostingClassifier(n_estimators=10, init="zero", random_state=0),
+            "binary_strings",
+            frozenset({"tree", "boosting"}),
+        ),
+        Case(
+            "gb_regressor_huber",
+            lambda: GradientBoostingRegressor(loss="huber", random_state=0),
+            "regression",
+            frozenset({"tree", "boosting"}),
+        ),
+        Case(
+            "hgb_binary_nan",
+            lambda: HistGradientBoostingClassifier(max_iter=40, random_state=0),
+            "binary_nan",
+            frozenset({"tree", "boosting", "nan"}),
+        ),
+        Case(
+            "hgb_multiclass_nan",
+            lambda: HistGradientBoostingClassifier(max_iter=20, random_state=0),
+            "multiclass_nan",
+            frozenset({"tree", "boosting", "nan"}),
+        ),
+        Case(
+            "hgb_strings",
+            lambda: HistGradientBoostingClassifier(max_iter=10, random_state=0),
+            "strings",
+            frozenset({"tree", "boosting"}),
+        ),
+        Case(
+            "hgb_regressor_nan",
+            lambda: HistGradientBoostingRegressor(max_iter=50, random_state=0),
+            "regression_nan",
+            frozenset({"tree", "boosting", "nan"}),
+        ),
+        Case(
+            "hgb_poisson",
+            lambda: HistGradientBoostingRegressor(loss="poisson", max_iter=30, random_state=0),
+            "regression",
+            frozenset({"tree", "boosting"}),
+        ),
         # ---- MLPs
         Case("mlp_binary", lambda: make_pipeline(StandardScaler(), MLPClassifier(**mlp)), "binary"),
         Case(
@@ -325,6 +384,28 @@ def _fitted(name: str) -> Any:
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.fit(c.dataset.X_train, c.dataset.y_train)
     return est
+
+
+def split_points(est: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(thresholds, features) of every split, as the source library stores them."""
+    inner = getattr(est, "steps", None)
+    if inner is not None:  # a Pipeline: thresholds live in scaled space, not in X's
+        return np.zeros(0), np.zeros(0, dtype=int)
+    trees = [e.tree_ for e in np.ravel(getattr(est, "estimators_", []))]
+    if hasattr(est, "tree_"):
+        trees = [est.tree_]
+    if trees:
+        split = [t.children_left != -1 for t in trees]
+        return (
+            np.concatenate([t.threshold[m] for t, m in zip(trees, split, strict=True)]),
+            np.concatenate([t.feature[m] for t, m in zip(trees, split, strict=True)]),
+        )
+    import fedge
+
+    steps = [s for s in fedge.lower(est).steps if isinstance(s, fedge.ir.TreeEnsemble)]
+    if not steps:
+        return np.zeros(0), np.zeros(0, dtype=int)
+    return steps[0].threshold.astype(np.float64), steps[0].feature
 
 
 def threshold_rows(X: np.ndarray, thresholds: np.ndarray, features: np.ndarray) -> np.ndarray:

@@ -114,3 +114,23 @@ def test_supported_list_covers_the_issue_matrix() -> None:
         "Pipeline",
     }
     assert expected <= names
+
+
+def test_boosting_options_without_a_lowering_are_named() -> None:
+    from sklearn.ensemble import (
+        GradientBoostingClassifier,
+        GradientBoostingRegressor,
+        HistGradientBoostingClassifier,
+    )
+
+    with pytest.raises(UnsupportedModelError, match="loss='exponential'"):
+        fedge.lower(GradientBoostingClassifier(loss="exponential", n_estimators=2).fit(X, y))
+    with pytest.raises(UnsupportedModelError, match="init=LinearRegression"):
+        from sklearn.linear_model import LinearRegression
+
+        fedge.lower(GradientBoostingRegressor(init=LinearRegression(), n_estimators=2).fit(X, y))
+    Xc = X.copy()
+    Xc[:, 2] = np.arange(60) % 3
+    hgb = HistGradientBoostingClassifier(categorical_features=[2], max_iter=5).fit(Xc, Xc[:, 2] > 0)
+    with pytest.raises(UnsupportedModelError, match=r"categorical feature\(s\) \[2\]"):
+        fedge.lower(hgb)

@@ -20,6 +20,7 @@ def describe(model: Model) -> dict[str, Any]:
         "features": model.n_features,
         "outputs": model.n_outputs,
         "link": model.link.value,
+        "decision": model.predict_from.value,
     }
     if model.classes is not None:
         labels = [str(c) for c in model.classes.tolist()]
@@ -33,6 +34,11 @@ def describe(model: Model) -> dict[str, Any]:
     summary["size in IR"] = f"{nbytes(model):,} bytes"
     summary["size as .fedge"] = f"{len(to_binary_bytes(model)):,} bytes"
     return {"summary": summary, "steps": [_step(s) for s in model.steps]}
+
+
+def _short(values: Any, limit: int = 4) -> str:
+    shown = ", ".join(f"{v:.6g}" for v in list(values)[:limit])
+    return f"[{shown}{', ...' if len(values) > limit else ''}]"
 
 
 def _parameters(step: Step) -> int:
@@ -54,6 +60,7 @@ def _step(step: Step) -> dict[str, Any]:
             "aggregation": step.aggregation.value,
             "comparison": step.comparison.value,
             "thresholds": step.threshold.dtype.name,
+            "base score": _short(step.base_score),
         }
     if isinstance(step, Dense | Linear):
         out = {

@@ -82,6 +82,8 @@ class Link(StrEnum):
     - ``modified_huber``: ``(clip(s, -1, 1) + 1) / 2`` per class, normalised as above
       (SGDClassifier with ``loss="modified_huber"``).
     - ``none``: the model has scores but no probabilities (LinearSVC, Perceptron...).
+    - ``exp``: regression on a log scale: the prediction is ``exp(score)`` (Poisson, Gamma
+      and Tweedie objectives).
     """
 
     IDENTITY = "identity"
@@ -90,17 +92,20 @@ class Link(StrEnum):
     LOGISTIC_OVR = "logistic_ovr"
     MODIFIED_HUBER = "modified_huber"
     NONE = "none"
+    EXP = "exp"
 
 
 class PredictFrom(StrEnum):
     """What a classifier's label is decided on, as the source library does it.
 
     ``scores``: ``score > 0`` for one output, else ``argmax(scores)``.
+    ``scores_inclusive``: ``score >= 0`` for one output (GradientBoostingClassifier), else argmax.
     ``probabilities``: ``p > 0.5`` for binary, else ``argmax(probabilities)``.
     The two differ only at the last bit, but labels are claimed identical.
     """
 
     SCORES = "scores"
+    SCORES_INCLUSIVE = "scores_inclusive"
     PROBABILITIES = "probabilities"
 
 
@@ -549,8 +554,12 @@ class Model:
         if self.task is Task.REGRESSION:
             if self.classes is not None:
                 raise _fail(owner, "a regression model has no classes")
-            if self.link is not Link.IDENTITY or self.predict_from is not PredictFrom.SCORES:
-                raise _fail(owner, "a regression model uses the identity link and predicts scores")
+            if self.link not in (Link.IDENTITY, Link.EXP) or (
+                self.predict_from is not PredictFrom.SCORES
+            ):
+                raise _fail(
+                    owner, "a regression model uses the identity or exp link and predicts scores"
+                )
             return
         if self.classes is None:
             raise _fail(owner, "a classification model needs classes")
@@ -579,6 +588,7 @@ class Model:
             Link.LOGISTIC_OVR: not one,
             Link.MODIFIED_HUBER: True,
             Link.NONE: True,
+            Link.EXP: False,
         }
         if not rules[self.link]:
             raise _fail(

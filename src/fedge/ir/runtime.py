@@ -98,17 +98,22 @@ def predict(model: Model, X: Any, *, mode: Mode | str = Mode.REFERENCE) -> np.nd
     mode = _mode(mode)
     scores = _scores(model, check_input(model, X), mode)
     if model.task is Task.REGRESSION:
+        if model.link is Link.EXP:
+            with np.errstate(**_IEEE):
+                scores = devicemath.exp(scores) if mode is Mode.DEVICE else np.exp(scores)
         return scores[:, 0] if scores.shape[1] == 1 else scores
     assert model.classes is not None
-    if model.predict_from is PredictFrom.PROBABILITIES:
+    rule = model.predict_from
+    if rule is PredictFrom.PROBABILITIES:
         proba = _probabilities(model, scores, mode)
         index = (
             (proba[:, 1] > 0.5).astype(np.intp)
-            if proba.shape[1] == 2 and scores.shape[1] == 1
+            if scores.shape[1] == 1
             else np.argmax(proba, axis=1)
         )
     elif scores.shape[1] == 1:
-        index = (scores[:, 0] > 0).astype(np.intp)
+        positive = scores[:, 0] >= 0 if rule is PredictFrom.SCORES_INCLUSIVE else scores[:, 0] > 0
+        index = positive.astype(np.intp)
     else:
         index = np.argmax(scores, axis=1)
     return model.classes[index]

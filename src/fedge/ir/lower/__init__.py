@@ -19,9 +19,9 @@ __all__ = ["lower", "register", "supported_estimators"]
 
 Lowering = Callable[[Any], Model]
 
-# Top-level package of the estimator's class -> the fedge module that lowers it.
-_FRONTENDS = {
-    "sklearn": "fedge.ir.lower.sklearn",
+# Top-level package of the estimator's class -> the fedge modules that lower it.
+_FRONTENDS: dict[str, tuple[str, ...]] = {
+    "sklearn": ("fedge.ir.lower.sklearn", "fedge.ir.lower.sklearn_boosting"),
 }
 _REGISTRY: dict[tuple[str, str], Lowering] = {}
 
@@ -38,8 +38,7 @@ def register(package: str, *class_names: str) -> Callable[[Lowering], Lowering]:
 
 
 def _load_frontend(package: str) -> None:
-    module = _FRONTENDS.get(package)
-    if module is not None:
+    for module in _FRONTENDS.get(package, ()):
         importlib.import_module(module)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from fedge._version import __version__
 from fedge.errors import NotFittedError, UnsupportedModelError
 from fedge.ir.lower import register
+from fedge.ir.lower._trees import Tree, assemble, from_node_table
 from fedge.ir.nodes import (
     Activation,
     Affine,
@@ -34,7 +35,6 @@ from fedge.ir.nodes import (
     Step,
     Task,
     TreeEnsemble,
-    round_threshold,
 )
 
 _LEAF = -1  # scikit-learn's children_left/right value for "no child"
@@ -167,59 +167,34 @@ def _linear_regressor(est: Any) -> Model:
 
 
 # --------------------------------------------------------------------------- trees
-def _tree_parts(
-    tree: Any, classifier: bool, n_classes: int, node_base: int, leaf_base: int
-) -> dict[str, np.ndarray]:
-    """One fitted ``tree_`` as IR arrays, internal nodes and leaves numbered from the bases."""
-    left, right = np.asarray(tree.children_left), np.asarray(tree.children_right)
-    internal = left != _LEAF
-    ref = np.empty(left.shape[0], dtype=np.int64)
-    ref[internal] = node_base + np.arange(int(internal.sum()))
-    ref[~internal] = ~(leaf_base + np.arange(int((~internal).sum())))
-    value = np.asarray(tree.value, dtype=np.float64)
-    # Classifiers: scikit-learn >= 1.4 stores class fractions, returned as is by predict_proba.
-    leaves = value[~internal, 0, :n_classes] if classifier else value[~internal, :, 0]
-    missing = getattr(tree, "missing_go_to_left", None)
-    missing = np.zeros(left.shape[0], bool) if missing is None else np.asarray(missing, bool)
-    return {
-        "feature": np.asarray(tree.feature)[internal],
-        "threshold": np.asarray(tree.threshold, dtype=np.float64)[internal],
-        "left": ref[left[internal]],
-        "right": ref[right[internal]],
-        "missing_left": missing[internal],
-        "leaf_values": leaves,
-        "root": ref[:1],
-    }
+def sklearn_tree(tree: Any, values: np.ndarray) -> Tree:
+    """A fitted ``tree_`` as a :class:`Tree`, with ``values`` (one row per node) at its leaves."""
+    left = np.asarray(tree.children_left)
+    missing = getattr(tree, "missing_go_to_left", None)  # scikit-learn >= 1.3
+    return from_node_table(
+        is_leaf=left == _LEAF,
+        left=left,
+        right=np.asarray(tree.children_right),
+        feature=np.asarray(tree.feature),
+        threshold=np.asarray(tree.threshold),
+        missing_left=np.zeros(left.shape[0], bool) if missing is None else missing,
+        values=values,
+    )
 
 
 def _ensemble(trees: list[Any], n_features: int, classifier: bool, n_classes: int) -> TreeEnsemble:
-    parts, nodes, leaves = [], 0, 0
+    parts = []
     for tree in trees:
-        part = _tree_parts(tree, classifier, n_classes, nodes, leaves)
-        nodes += part["feature"].shape[0]
-        leaves += part["leaf_values"].shape[0]
-        parts.append(part)
-
-    def cat(key: str) -> np.ndarray:
-        return np.concatenate([p[key] for p in parts])
-
-    leaf_values = np.concatenate([p["leaf_values"] for p in parts], axis=0)
-    width = leaf_values.shape[1]
-    return TreeEnsemble(
-        feature=cat("feature").astype(np.int32),
-        # scikit-learn compares float32(x) <= t (float64): the float32 rounded down is exact.
-        threshold=round_threshold(cat("threshold"), Comparison.LE),
-        left=cat("left").astype(np.int32),
-        right=cat("right").astype(np.int32),
-        missing_left=cat("missing_left"),
-        leaf_values=leaf_values,
-        roots=cat("root").astype(np.int32),
-        tree_offset=np.zeros(len(trees), dtype=np.int32),
+        value = np.asarray(tree.value, dtype=np.float64)
+        # Classifiers: scikit-learn >= 1.4 stores class fractions, returned as is by predict_proba.
+        parts.append(sklearn_tree(tree, value[:, 0, :n_classes] if classifier else value[:, :, 0]))
+    # scikit-learn compares float32(x) <= t: thresholds are stored as exact float32.
+    return assemble(
+        parts,
         n_features=n_features,
-        n_outputs=width,
-        base_score=np.zeros(width),
-        comparison=Comparison.LE,
+        n_outputs=parts[0].leaf_values.shape[1],
         aggregation=Aggregation.MEAN if len(trees) > 1 else Aggregation.SUM,
+        comparison=Comparison.LE,
         input_precision=Precision.FLOAT32,
     )
 
