@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from lightgbm import LGBMClassifier, LGBMRegressor
 from sklearn.datasets import (
     load_breast_cancer,
     load_diabetes,
@@ -51,6 +52,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
 from sklearn.svm import LinearSVC, LinearSVR
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor, ExtraTreeClassifier
+from xgboost import XGBClassifier, XGBRegressor, XGBRFClassifier
 
 
 @dataclass(frozen=True)
@@ -342,6 +344,98 @@ def _cases() -> list[Case]:
             lambda: HistGradientBoostingRegressor(loss="poisson", max_iter=30, random_state=0),
             "regression",
             frozenset({"tree", "boosting"}),
+        ),
+        # ---- XGBoost (computes in float32: tag "float32")
+        Case(
+            "xgb_binary_nan",
+            lambda: XGBClassifier(n_estimators=40, max_depth=4, random_state=0),
+            "binary_nan",
+            frozenset({"tree", "boosting", "nan", "float32", "xgboost"}),
+        ),
+        Case(
+            "xgb_multiclass",
+            lambda: XGBClassifier(n_estimators=20, random_state=0),
+            "multiclass",
+            frozenset({"tree", "boosting", "float32", "xgboost"}),
+        ),
+        Case(
+            "xgb_multiclass_nan",
+            lambda: XGBClassifier(n_estimators=20, max_depth=3, random_state=0),
+            "multiclass_nan",
+            frozenset({"tree", "boosting", "nan", "float32", "xgboost"}),
+        ),
+        Case(
+            "xgb_regressor_nan",
+            lambda: XGBRegressor(n_estimators=40, random_state=0),
+            "regression_nan",
+            frozenset({"tree", "boosting", "nan", "float32", "xgboost"}),
+        ),
+        Case(
+            "xgb_poisson",
+            lambda: XGBRegressor(objective="count:poisson", n_estimators=30, random_state=0),
+            "regression",
+            frozenset({"tree", "boosting", "float32", "xgboost"}),
+        ),
+        Case(
+            "xgb_dart",
+            lambda: XGBClassifier(booster="dart", n_estimators=15, rate_drop=0.2, random_state=0),
+            "binary",
+            frozenset({"tree", "boosting", "float32", "xgboost"}),
+        ),
+        Case(
+            "xgb_random_forest",
+            lambda: XGBRFClassifier(n_estimators=8, random_state=0),
+            "binary",
+            frozenset({"tree", "float32", "xgboost"}),
+        ),
+        Case(
+            "xgb_single_leaf",
+            lambda: XGBRegressor(n_estimators=3, min_child_weight=1e9),
+            "regression",
+            frozenset({"tree", "boosting", "float32", "xgboost"}),
+        ),
+        # ---- LightGBM
+        Case(
+            "lgbm_binary_nan",
+            lambda: LGBMClassifier(n_estimators=40, verbose=-1, random_state=0),
+            "binary_nan",
+            frozenset({"tree", "boosting", "nan", "lightgbm"}),
+        ),
+        Case(
+            "lgbm_multiclass_strings",
+            lambda: LGBMClassifier(n_estimators=15, verbose=-1, random_state=0),
+            "strings",
+            frozenset({"tree", "boosting", "lightgbm"}),
+        ),
+        Case(
+            "lgbm_multiclass_nan",
+            lambda: LGBMClassifier(n_estimators=15, num_leaves=8, verbose=-1, random_state=0),
+            "multiclass_nan",
+            frozenset({"tree", "boosting", "nan", "lightgbm"}),
+        ),
+        Case(
+            "lgbm_no_missing_rule",
+            lambda: LGBMClassifier(n_estimators=10, use_missing=False, verbose=-1, random_state=0),
+            "binary_nan",
+            frozenset({"tree", "boosting", "nan", "lightgbm"}),
+        ),
+        Case(
+            "lgbm_regressor_nan",
+            lambda: LGBMRegressor(n_estimators=40, verbose=-1, random_state=0),
+            "regression_nan",
+            frozenset({"tree", "boosting", "nan", "lightgbm"}),
+        ),
+        Case(
+            "lgbm_gamma",
+            lambda: LGBMRegressor(objective="gamma", n_estimators=20, verbose=-1, random_state=0),
+            "regression",
+            frozenset({"tree", "boosting", "lightgbm"}),
+        ),
+        Case(
+            "lgbm_single_leaf",
+            lambda: LGBMRegressor(n_estimators=3, min_child_samples=10_000, verbose=-1),
+            "regression",
+            frozenset({"tree", "boosting", "lightgbm"}),
         ),
         # ---- MLPs
         Case("mlp_binary", lambda: make_pipeline(StandardScaler(), MLPClassifier(**mlp)), "binary"),

@@ -28,6 +28,7 @@ SKOPS_TRUSTED_TYPES: tuple[str, ...] = (
 )
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 _ZIP_MAGIC = b"PK\x03\x04"
+_LIGHTGBM_MAGIC = b"tree\nversion="
 _PICKLE_PROTOCOL_MARK = 0x80
 
 
@@ -52,8 +53,9 @@ def save(model: Any, path: str | os.PathLike[str]) -> int:
 def load(path: str | os.PathLike[str], *, trust: bool = False) -> Model:
     """Load a model file as an IR model.
 
-    Reads fedge lite files (``.json``/``.fedge``), skops files (``.skops``) and,
-    only with ``trust=True``, pickle/joblib files.
+    Reads fedge lite files (``.json``/``.fedge``), skops files (``.skops``), XGBoost
+    models (``.json``, ``.ubj``), LightGBM text models and, only with ``trust=True``,
+    pickle/joblib files.
 
     Raises
     ------
@@ -66,6 +68,10 @@ def load(path: str | os.PathLike[str], *, trust: bool = False) -> Model:
     head = _head(p)
     if is_lite(head):
         return load_lite(p)
+    if head.lstrip().startswith(b'{"learner"') or p.suffix == ".ubj":
+        return _load_xgboost(p)
+    if head.startswith(_LIGHTGBM_MAGIC):
+        return _load_lightgbm(p)
     return lower(load_estimator(p, trust=trust))
 
 
@@ -81,6 +87,38 @@ def load_estimator(path: str | os.PathLike[str], *, trust: bool = False) -> Any:
         f"{p} is not a model file fedge can read; expected a fedge lite file (.json, .fedge), "
         "a skops file (.skops) or, with trust, a pickle (.pkl, .joblib)"
     )
+
+
+def _load_xgboost(p: Path) -> Model:
+    """XGBoost's own formats: JSON is read directly; UBJ through xgboost's loader."""
+    from fedge.ir.lower.xgboost import lower_model_json
+
+    if p.suffix != ".ubj":
+        try:
+            return lower_model_json(p.read_bytes())
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ModelFormatError(f"{p} is not a valid XGBoost JSON model: {exc}") from None
+    try:
+        import xgboost
+    except ImportError:
+        raise ModelFormatError(
+            f"{p} is an XGBoost UBJ model; to read it: pip install 'fedge[xgboost]'"
+        ) from None
+    try:
+        booster = xgboost.Booster(model_file=str(p))
+    except xgboost.core.XGBoostError as exc:
+        raise ModelFormatError(f"{p} is not a valid XGBoost model: {exc}") from None
+    return lower(booster)
+
+
+def _load_lightgbm(p: Path) -> Model:
+    """LightGBM's text model, read directly (no lightgbm import needed)."""
+    from fedge.ir.lower.lightgbm import lower_model_text
+
+    try:
+        return lower_model_text(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ModelFormatError(f"{p} is not a LightGBM text model: {exc}") from None
 
 
 def _head(p: Path) -> bytes:

@@ -19,7 +19,14 @@ import fedge
 from zoo import Case, split_points, threshold_rows, zoo
 
 RTOL, ATOL = 1e-9, 1e-12
+# Libraries that compute in float32 (XGBoost): margins are bit-exact (see below), and
+# probabilities differ from theirs only by their float32 link: rtol 1e-6.
+RTOL32, ATOL32 = 1e-6, 1e-7
 CASES = [pytest.param(c, id=c.name) for c in zoo()]
+
+
+def _tolerance(c: Case) -> dict[str, float]:
+    return {"rtol": RTOL32, "atol": ATOL32} if "float32" in c.tags else {"rtol": RTOL, "atol": ATOL}
 
 
 def _rows(c: Case) -> np.ndarray:
@@ -36,18 +43,28 @@ def _rows(c: Case) -> np.ndarray:
 def test_reference_mode_matches_sklearn(c: Case) -> None:
     est, X = c.estimator, _rows(c)
     model = fedge.lower(est)
-    np.testing.assert_array_equal(fedge.predict(model, X), est.predict(X))
+    tol = _tolerance(c)
     if c.dataset.task == "regression":
-        np.testing.assert_allclose(fedge.predict(model, X), est.predict(X), rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(fedge.predict(model, X), est.predict(X), **tol)
         return
+    np.testing.assert_array_equal(fedge.predict(model, X), est.predict(X))
     if hasattr(est, "predict_proba") and model.link.value != "none":
-        np.testing.assert_allclose(
-            fedge.predict_proba(model, X), est.predict_proba(X), rtol=RTOL, atol=ATOL
-        )
+        np.testing.assert_allclose(fedge.predict_proba(model, X), est.predict_proba(X), **tol)
     if hasattr(est, "decision_function"):
         np.testing.assert_allclose(
             fedge.decision_function(model, X), est.decision_function(X), rtol=RTOL, atol=ATOL
         )
+
+
+@pytest.mark.parametrize("c", [p for p in CASES if "xgboost" in p.values[0].tags])
+def test_xgboost_margins_are_bit_exact(c: Case) -> None:
+    """Reference mode adds XGBoost's float32 leaves in float32, in its order: same bits."""
+    import xgboost as xgb
+
+    X = _rows(c)
+    margin = c.estimator.get_booster().predict(xgb.DMatrix(X), output_margin=True)
+    ours = fedge.decision_function(fedge.lower(c.estimator), X)
+    np.testing.assert_array_equal(ours.astype(np.float32), margin)
 
 
 @pytest.mark.parametrize("c", CASES)
@@ -82,3 +99,11 @@ def test_nan_rows_follow_the_source_rule(c: Case) -> None:
     assert np.isnan(X).any(axis=1).sum() > 10
     model = fedge.lower(c.estimator)
     np.testing.assert_array_equal(fedge.predict(model, X), c.estimator.predict(X))
+
+
+@pytest.mark.parametrize("c", [p for p in CASES if "lightgbm" in p.values[0].tags])
+def test_lightgbm_raw_scores_are_bit_exact(c: Case) -> None:
+    """LightGBM adds float64 leaves in tree order; reference mode does the same."""
+    X = _rows(c)
+    raw = c.estimator.predict(X, raw_score=True)
+    np.testing.assert_array_equal(fedge.decision_function(fedge.lower(c.estimator), X), raw)

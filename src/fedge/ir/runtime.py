@@ -4,6 +4,8 @@ Two modes (DESIGN.md, the precision contract):
 
 - ``reference``: float64 arithmetic that follows the source library's operations,
   so labels are identical and scores agree to rounding (rtol 1e-9, atol 1e-12).
+  Tree outputs are added up in the ensemble's stored precision, so a float32
+  ensemble (XGBoost) sums exactly as its library does.
 - ``device``: what a device computes. float32 inputs and parameters, float32
   arithmetic in a fixed accumulation order (one input at a time, one tree at a
   time), and fedge's own exp (:mod:`fedge.ir.devicemath`). Generated C compiled
@@ -253,7 +255,9 @@ def _sigmoid64(z: np.ndarray) -> np.ndarray:
 
 
 def _trees(step: TreeEnsemble, X: np.ndarray, mode: Mode) -> np.ndarray:
-    leaf_dtype = np.float64 if mode is Mode.REFERENCE else np.float32
+    # Reference mode adds leaves up in their stored precision: float64 for scikit-learn,
+    # float32 for XGBoost, which sums its float32 leaves in float32.
+    leaf_dtype = step.leaf_values.dtype.type if mode is Mode.REFERENCE else np.float32
     if mode is Mode.DEVICE:
         threshold = (
             step.threshold.astype(np.float32)
@@ -281,7 +285,7 @@ def _trees(step: TreeEnsemble, X: np.ndarray, mode: Mode) -> np.ndarray:
     if step.aggregation is Aggregation.MEAN:
         acc /= leaf_dtype(step.n_trees)
         acc += step.base_score.astype(leaf_dtype)
-    return acc
+    return acc.astype(X.dtype, copy=False)
 
 
 def _walk(step: TreeEnsemble, X: np.ndarray, threshold: np.ndarray) -> np.ndarray:

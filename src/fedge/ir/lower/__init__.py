@@ -22,6 +22,8 @@ Lowering = Callable[[Any], Model]
 # Top-level package of the estimator's class -> the fedge modules that lower it.
 _FRONTENDS: dict[str, tuple[str, ...]] = {
     "sklearn": ("fedge.ir.lower.sklearn", "fedge.ir.lower.sklearn_boosting"),
+    "xgboost": ("fedge.ir.lower.xgboost",),
+    "lightgbm": ("fedge.ir.lower.lightgbm",),
 }
 _REGISTRY: dict[tuple[str, str], Lowering] = {}
 
