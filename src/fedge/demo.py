@@ -52,11 +52,18 @@ def _estimators(seed: int) -> dict[str, Callable[[], Any]]:
         "logistic regression": lambda: make_pipeline(StandardScaler(), LogisticRegression()),
         "decision tree": lambda: DecisionTreeClassifier(max_depth=6, random_state=seed),
         "random forest (100)": lambda: RandomForestClassifier(100, random_state=seed),
+        "XGBoost (100)": lambda: _xgboost(seed),
         "MLP (32, 16)": lambda: make_pipeline(
             StandardScaler(),
             MLPClassifier((32, 16), max_iter=500, random_state=seed),
         ),
     }
+
+
+def _xgboost(seed: int) -> Any:
+    from xgboost import XGBClassifier
+
+    return XGBClassifier(n_estimators=100, max_depth=4, random_state=seed, n_jobs=1)
 
 
 def run_demo(

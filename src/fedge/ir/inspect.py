@@ -16,6 +16,7 @@ def describe(model: Model) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "source": f"{source.get('estimator', '?')} ({source.get('library', '?')} "
         f"{source.get('version', '?')})",
+        "objective": source.get("objective", "-"),
         "task": model.task.value,
         "features": model.n_features,
         "outputs": model.n_outputs,

@@ -117,6 +117,21 @@ def _tree(block: dict[str, str], index: int) -> Tree:
     )
 
 
+def _refuse_pandas_categorical(text: str) -> None:
+    # Trained on pandas categorical columns, the trees split on category codes: a caller
+    # passing the category values themselves would get silently wrong answers.
+    for line in text.splitlines():
+        if line.startswith("pandas_categorical:") and line.split(":", 1)[1].strip() not in (
+            "null",
+            "[]",
+            "",
+        ):
+            raise UnsupportedModelError(
+                "this LightGBM model was trained on pandas categorical columns (it splits on "
+                "category codes); not supported: encode the categories as numbers yourself"
+            )
+
+
 def _objective(spec: str) -> tuple[Task, Link]:
     name, *params = spec.split()
     options = dict(p.split(":", 1) for p in params if ":" in p)
@@ -153,6 +168,7 @@ def lower_model_text(
         task, link = _objective(header["objective"])
     except (KeyError, ValueError):
         raise ModelFormatError("LightGBM model header is incomplete") from None
+    _refuse_pandas_categorical(text)
     blocks = _blocks(text)
     if not blocks:
         raise NotFittedError("the LightGBM model has no trees; train it first")

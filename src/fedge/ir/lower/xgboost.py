@@ -153,6 +153,11 @@ def lower_model_json(
             f"{', '.join(sorted(_OBJECTIVES))}"
         )
     task, link, transform = _OBJECTIVES[objective]
+    if "c" in (learner.get("feature_types") or []):
+        raise UnsupportedModelError(
+            "this XGBoost model has categorical features (enable_categorical); not supported "
+            "yet: encode categorical features as numbers"
+        )
     name = booster.get("name")
     weights: list[float] | None = None
     if name == "dart":
