@@ -520,3 +520,38 @@ def threshold_rows(X: np.ndarray, thresholds: np.ndarray, features: np.ndarray) 
         rows.append(r)
     out = np.concatenate(rows)
     return out[np.all(np.isfinite(out), axis=1)]
+
+
+# Values that break float handling: huge, float32 limits, subnormal, LightGBM's zero zone.
+EXTREMES = np.array(
+    [
+        1e30,
+        -1e30,
+        3.4e38,
+        -3.4e38,
+        1e300,
+        -1e300,
+        1e-40,
+        -1e-40,
+        1e-45,
+        0.0,
+        -0.0,
+        1e-36,
+        -1e-36,
+        float(np.float32(1e-35)),
+        -float(np.float32(1e-35)),
+    ]
+)
+
+
+def extreme_rows(X: np.ndarray, float32_range: bool = False) -> np.ndarray:
+    """One row per (feature, extreme value), the other features from a real row.
+
+    ``float32_range``: leave out values beyond float32 (XGBoost refuses them as input).
+    """
+    values = EXTREMES[np.abs(EXTREMES) < 3.5e38] if float32_range else EXTREMES
+    base = np.nan_to_num(X[0])
+    n = X.shape[1]
+    rows = np.tile(base, (n * values.size, 1))
+    rows[np.arange(rows.shape[0]), np.repeat(np.arange(n), values.size)] = np.tile(values, n)
+    return rows

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 import fedge
-from zoo import Case, split_points, threshold_rows, zoo
+from fedge.errors import InvalidInputError
+from fedge.ir.runtime import reads_float32
+from zoo import Case, extreme_rows, split_points, threshold_rows, zoo
 
 RTOL, ATOL = 1e-9, 1e-12
 # Libraries that compute in float32 (XGBoost): margins are bit-exact (see below), and
@@ -30,13 +32,14 @@ def _tolerance(c: Case) -> dict[str, float]:
 
 
 def _rows(c: Case) -> np.ndarray:
-    """Test rows, plus rows exactly on (and one float32 step around) every split threshold."""
+    """Test rows; for trees also rows exactly on (and one float32 step around) every split
+    threshold, and rows with extreme values (trees are the models defined on any input)."""
+    X = c.dataset.X_test
+    if "tree" not in c.tags or hasattr(c.estimator, "steps"):
+        return X
     thresholds, features = split_points(c.estimator)
-    if thresholds.size == 0:
-        return c.dataset.X_test
-    return np.concatenate(
-        [c.dataset.X_test, threshold_rows(c.dataset.X_train, thresholds, features)]
-    )
+    extremes = extreme_rows(X, float32_range=reads_float32(fedge.lower(c.estimator)))
+    return np.concatenate([X, threshold_rows(c.dataset.X_train, thresholds, features), extremes])
 
 
 @pytest.mark.parametrize("c", CASES)
@@ -107,3 +110,17 @@ def test_lightgbm_raw_scores_are_bit_exact(c: Case) -> None:
     X = _rows(c)
     raw = c.estimator.predict(X, raw_score=True)
     np.testing.assert_array_equal(fedge.decision_function(fedge.lower(c.estimator), X), raw)
+
+
+@pytest.mark.parametrize("c", [p for p in CASES if "tree" in p.values[0].tags])
+def test_values_beyond_float32_are_refused_where_the_source_refuses_them(c: Case) -> None:
+    model = fedge.lower(c.estimator)
+    X = c.dataset.X_test[:3].copy()
+    X[1, 0] = 1e300
+    if reads_float32(model):  # scikit-learn trees and XGBoost refuse such input too
+        with pytest.raises(InvalidInputError, match="beyond the float32 range"):
+            fedge.predict(model, X)
+    else:  # HistGradientBoosting and LightGBM compare float64 inputs
+        np.testing.assert_array_equal(fedge.predict(model, X), c.estimator.predict(X))
+    with pytest.raises(InvalidInputError, match="beyond the float32 range"):
+        fedge.predict(model, X, mode="device")

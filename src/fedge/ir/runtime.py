@@ -44,7 +44,7 @@ from fedge.ir.nodes import (
     round_threshold,
 )
 
-__all__ = ["Mode", "decision_function", "predict", "predict_proba"]
+__all__ = ["Mode", "check_input", "decision_function", "predict", "predict_proba", "reads_float32"]
 
 # Rows evaluated at once by the tree walker: bounds the (rows x trees) index matrix.
 _TREE_CHUNK_ROWS = 8192
@@ -74,7 +74,7 @@ def decision_function(model: Model, X: Any, *, mode: Mode | str = Mode.REFERENCE
     ``reference`` mode, float32 in ``device`` mode.
     """
     mode = _mode(mode)
-    scores = _scores(model, check_input(model, X), mode)
+    scores = _scores(model, check_input(model, X, mode), mode)
     return scores[:, 0] if scores.shape[1] == 1 else scores
 
 
@@ -88,7 +88,7 @@ def predict_proba(model: Model, X: Any, *, mode: Mode | str = Mode.REFERENCE) ->
     """
     mode = _mode(mode)
     _require_probabilities(model)
-    return _probabilities(model, _scores(model, check_input(model, X), mode), mode)
+    return _probabilities(model, _scores(model, check_input(model, X, mode), mode), mode)
 
 
 def predict(model: Model, X: Any, *, mode: Mode | str = Mode.REFERENCE) -> np.ndarray:
@@ -98,7 +98,7 @@ def predict(model: Model, X: Any, *, mode: Mode | str = Mode.REFERENCE) -> np.nd
     Regression returns shape (n_rows,) for one output, else (n_rows, n_outputs).
     """
     mode = _mode(mode)
-    scores = _scores(model, check_input(model, X), mode)
+    scores = _scores(model, check_input(model, X, mode), mode)
     if model.task is Task.REGRESSION:
         if model.link is Link.EXP:
             with np.errstate(**_IEEE):
@@ -122,7 +122,17 @@ def predict(model: Model, X: Any, *, mode: Mode | str = Mode.REFERENCE) -> np.nd
 
 
 # --------------------------------------------------------------------------- input checks
-def check_input(model: Model, X: Any) -> np.ndarray:
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def reads_float32(model: Model, mode: Mode | str = Mode.REFERENCE) -> bool:
+    """Whether the model rounds its input to float32 (device mode, or float32-compared trees)."""
+    return _mode(mode) is Mode.DEVICE or any(
+        isinstance(s, TreeEnsemble) and s.input_precision is Precision.FLOAT32 for s in model.steps
+    )
+
+
+def check_input(model: Model, X: Any, mode: Mode | str = Mode.REFERENCE) -> np.ndarray:
     """Validate ``X`` against the model and return it as a float64 2-D array."""
     if not isinstance(model, Model):
         raise UnsupportedModelError(
@@ -156,6 +166,15 @@ def check_input(model: Model, X: Any) -> np.ndarray:
             f"X has infinite values in {rows.size} row(s) (first: row {rows[0]}); "
             "replace them before predicting"
         )
+    if reads_float32(model, mode):
+        with np.errstate(invalid="ignore"):
+            huge = np.abs(arr) > _FLOAT32_MAX
+        if huge.any():
+            rows = np.flatnonzero(huge.any(axis=1))
+            raise InvalidInputError(
+                f"X has values beyond the float32 range (|x| > 3.4e38) in {rows.size} row(s) "
+                f"(first: row {rows[0]}); this model reads its input as float32"
+            )
     if not accepts_missing(model) and np.isnan(arr).any():
         rows = np.flatnonzero(np.isnan(arr).any(axis=1))
         raise InvalidInputError(
