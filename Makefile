@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 # Debian tools the test suite runs, as command:package pairs. Installed with apt-get
 # when missing and we are root; elsewhere the tests that need them say what to install.
-DEB_TOOLS := gcc:gcc
+DEB_TOOLS := gcc:gcc g++:g++ size:binutils
 
 .PHONY: test demo lint system-deps install clean
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["C_SOURCE", "EXP_CONSTANTS", "exp", "logistic", "softmax", "tanh"]
+__all__ = ["C_FUNCTIONS", "C_SOURCE", "EXP_CONSTANTS", "exp", "logistic", "softmax", "tanh"]
 
 _F = np.float32
 
@@ -107,14 +107,15 @@ def _c_float(value: float) -> str:
     return f"{float(np.float32(value))!r}f"
 
 
-# The same operations in C99, in the same order. The C backend emits this text
-# (with its prefix) and tests compare it with the numpy functions bit for bit.
-C_SOURCE = (
+# The same operations in C99, in the same order. The C backend emits these texts
+# (with its prefix, only the ones a model uses) and tests compare them with the numpy
+# functions bit for bit.
+_EXP_C = (
     f"""\
 static float fedge_exp(float x) {{
     float k, r, p;
     if (x != x) return x;
-    if (x > {_c_float(EXP_CONSTANTS["overflow"])}) return (float)HUGE_VAL;
+    if (x > {_c_float(EXP_CONSTANTS["overflow"])}) return HUGE_VALF;
     if (x < {_c_float(EXP_CONSTANTS["underflow"])}) return 0.0f;
     k = floorf(x * {_c_float(EXP_CONSTANTS["log2e"])} + 0.5f);
     r = (x - k * {_c_float(EXP_CONSTANTS["ln2_hi"])}) - k * {_c_float(EXP_CONSTANTS["ln2_lo"])};
@@ -124,15 +125,21 @@ static float fedge_exp(float x) {{
     + """\
     return ldexpf(p, (int)k);
 }
-
+"""
+)
+C_FUNCTIONS: dict[str, str] = {
+    "exp": _EXP_C,
+    "logistic": """\
 static float fedge_logistic(float x) {
     return 1.0f / (1.0f + fedge_exp(-x));
 }
-
+""",
+    "tanh": """\
 static float fedge_tanh(float x) {
     float e = fedge_exp(-2.0f * fabsf(x));
     float t = (1.0f - e) / (1.0f + e);
     return x < 0.0f ? -t : t;
 }
-"""
-)
+""",
+}
+C_SOURCE = "\n".join(C_FUNCTIONS.values())

@@ -1,0 +1,1 @@
+"""Artifact formats, one module (or package) per target format."""

@@ -1,0 +1,505 @@
+"""Emit standalone C99 from an IR model: a header and a source file.
+
+The generated code computes exactly what :mod:`fedge.ir.runtime` computes in
+``device`` mode: float32 inputs and arithmetic, one input at a time into each
+accumulator, trees added in order, fedge's own exp (:mod:`fedge.ir.devicemath`).
+Compiled with ``-ffp-contract=off`` (no fused multiply-add) it reproduces
+device mode bit for bit.
+
+Rules the output keeps: C99, no malloc, no recursion, no mutable globals, every
+symbol prefixed (several models link into one firmware), tables ``static const``
+through the ``FEDGE_CONST`` / ``FEDGE_RD_*`` macros (so AVR can move them to flash
+with PROGMEM), ``extern "C"`` guards, clean under ``-Wall -Wextra -Werror -pedantic``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedge.errors import InvalidInputError, UnsupportedModelError
+from fedge.ir import devicemath
+from fedge.ir.nodes import (
+    Activation,
+    Affine,
+    AffineOrder,
+    Aggregation,
+    Comparison,
+    Dense,
+    Impute,
+    Linear,
+    Link,
+    Model,
+    PredictFrom,
+    Step,
+    Task,
+    TreeEnsemble,
+    round_threshold,
+)
+
+__all__ = ["CSource", "emit_c"]
+
+_PREFIX = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,30}$")
+_C_KEYWORDS = {
+    "auto",
+    "break",
+    "case",
+    "char",
+    "const",
+    "continue",
+    "default",
+    "do",
+    "double",
+    "else",
+    "enum",
+    "extern",
+    "float",
+    "for",
+    "goto",
+    "if",
+    "inline",
+    "int",
+    "long",
+    "register",
+    "restrict",
+    "return",
+    "short",
+    "signed",
+    "sizeof",
+    "static",
+    "struct",
+    "switch",
+    "typedef",
+    "union",
+    "unsigned",
+    "void",
+    "volatile",
+    "while",
+}
+
+
+@dataclass(frozen=True)
+class CSource:
+    """Generated C: ``header`` (``<prefix>.h``) and ``source`` (``<prefix>.c``)."""
+
+    prefix: str
+    header: str
+    source: str
+    n_features: int
+    n_outputs: int
+    n_classes: int
+    has_proba: bool
+    task: Task
+
+
+def _check_prefix(prefix: str) -> str:
+    if not _PREFIX.match(prefix) or prefix in _C_KEYWORDS:
+        raise InvalidInputError(
+            f"invalid C prefix {prefix!r}: use letters, digits and underscores, starting with a "
+            "letter or underscore, at most 31 characters, not a C keyword"
+        )
+    return prefix
+
+
+def _f32(value: float) -> str:
+    """A float32 literal that reads back to exactly the same float32."""
+    v = np.float32(value)
+    if np.isinf(v):
+        return "HUGE_VALF" if v > 0 else "(-HUGE_VALF)"
+    text = np.format_float_scientific(v, unique=True, trim="0", exp_digits=2)
+    text = text.replace("+", "")
+    return f"{text}f"
+
+
+def _table(name: str, ctype: str, values: np.ndarray, per_line: int = 8) -> str:
+    flat = np.asarray(values).ravel()
+    if flat.size == 0:  # C has no empty arrays
+        flat = np.zeros(1, dtype=flat.dtype)
+    items = [_f32(v) if ctype == "float" else str(int(v)) for v in flat]
+    lines = [", ".join(items[i : i + per_line]) for i in range(0, len(items), per_line)]
+    body = ",\n    ".join(lines)
+    return f"FEDGE_CONST {ctype} {name}[{flat.size}] = {{\n    {body}\n}};\n"
+
+
+def _int_type(low: int, high: int) -> tuple[str, str]:
+    """Smallest C integer type holding [low, high], and its read macro."""
+    for ctype, macro, lo, hi in (
+        ("unsigned char", "FEDGE_RD_U8", 0, 255),
+        ("signed char", "FEDGE_RD_I8", -128, 127),
+        ("unsigned short", "FEDGE_RD_U16", 0, 65535),
+        ("short", "FEDGE_RD_I16", -32768, 32767),
+    ):
+        if lo <= low and high <= hi:
+            return ctype, macro
+    return "long", "FEDGE_RD_I32"
+
+
+class _Emitter:
+    """Builds tables and statements step by step; buffers alternate between two arrays."""
+
+    def __init__(self, model: Model, prefix: str) -> None:
+        self.model, self.p = model, prefix
+        self.tables: list[str] = []
+        self.body: list[str] = []
+        self.math: set[str] = set()  # device-math functions the code calls
+
+    def name(self, step: int, what: str) -> str:
+        return f"{self.p}_s{step}_{what}"
+
+    # ---------------------------------------------------------------- steps
+    def impute(self, i: int, step: Impute, src: str, dst: str) -> None:
+        fill = self.name(i, "fill")
+        self.tables.append(_table(fill, "float", step.fill.astype(np.float32)))
+        self.body.append(
+            f"    for (j = 0; j < {step.n_inputs}; ++j) {{\n"
+            f"        {dst}[j] = ({src}[j] != {src}[j]) ? FEDGE_RD_F32({fill}, j) : {src}[j];\n"
+            f"    }}\n"
+        )
+
+    def affine(self, i: int, step: Affine, src: str, dst: str) -> None:
+        off, sc = self.name(i, "offset"), self.name(i, "scale")
+        self.tables.append(_table(off, "float", step.offset.astype(np.float32)))
+        self.tables.append(_table(sc, "float", step.scale.astype(np.float32)))
+        if step.order is AffineOrder.SUBTRACT_DIVIDE:
+            expr = f"({src}[j] - FEDGE_RD_F32({off}, j)) / FEDGE_RD_F32({sc}, j)"
+        else:
+            expr = f"{src}[j] * FEDGE_RD_F32({sc}, j) + FEDGE_RD_F32({off}, j)"
+        self.body.append(
+            f"    for (j = 0; j < {step.n_inputs}; ++j) {{\n        {dst}[j] = {expr};\n    }}\n"
+        )
+
+    def dense(self, i: int, step: Linear | Dense, src: str, dst: str) -> None:
+        w, b = self.name(i, "w"), self.name(i, "b")
+        # Row-major (n_inputs, n_outputs): acc = b; acc += x[k] * w[k][j] for k = 0.. in order.
+        self.tables.append(_table(w, "float", step.weights.astype(np.float32)))
+        self.tables.append(_table(b, "float", step.bias.astype(np.float32)))
+        act = step.activation if isinstance(step, Dense) else Activation.IDENTITY
+        n_in, n_out = step.n_inputs, step.n_outputs
+        finish = {
+            Activation.IDENTITY: "acc",
+            Activation.RELU: "(acc > 0.0f ? acc : 0.0f)",
+            Activation.TANH: f"{self.p}_tanh(acc)",
+            Activation.LOGISTIC: f"{self.p}_logistic(acc)",
+        }[act]
+        if act in (Activation.TANH, Activation.LOGISTIC):
+            self.math.add(act.value)
+        self.body.append(
+            f"    for (j = 0; j < {n_out}; ++j) {{\n"
+            f"        float acc = FEDGE_RD_F32({b}, j);\n"
+            f"        for (k = 0; k < {n_in}; ++k) {{\n"
+            f"            acc += {src}[k] * FEDGE_RD_F32({w}, k * {n_out} + j);\n"
+            f"        }}\n"
+            f"        {dst}[j] = {finish};\n"
+            f"    }}\n"
+        )
+
+    def trees(self, i: int, step: TreeEnsemble, src: str, dst: str) -> None:
+        n = self.name
+        threshold = (
+            step.threshold.astype(np.float32)
+            if step.threshold.dtype == np.float32
+            else round_threshold(step.threshold, step.comparison)
+        )
+        refs = np.concatenate([step.left, step.right, step.roots])
+        ref_type, ref_rd = _int_type(int(refs.min()), int(refs.max()))
+        feat_type, feat_rd = _int_type(0, step.n_features - 1)
+        self.tables += [
+            _table(n(i, "feature"), feat_type, step.feature),
+            _table(n(i, "threshold"), "float", threshold),
+            _table(n(i, "left"), ref_type, step.left),
+            _table(n(i, "right"), ref_type, step.right),
+            _table(n(i, "missing_left"), "unsigned char", step.missing_left.astype(np.uint8)),
+            _table(n(i, "leaves"), "float", step.leaf_values.astype(np.float32)),
+            _table(n(i, "roots"), ref_type, step.roots),
+            _table(n(i, "offset"), _int_type(0, step.n_outputs)[0], step.tree_offset),
+            _table(n(i, "base"), "float", step.base_score.astype(np.float32)),
+        ]
+        off_rd = _int_type(0, step.n_outputs)[1]
+        cmp = "<=" if step.comparison is Comparison.LE else "<"
+        width = step.leaf_width
+        mean = step.aggregation is Aggregation.MEAN
+        start = "" if mean else f"        {dst}[j] += FEDGE_RD_F32({n(i, 'base')}, j);\n"
+        finish = (
+            f"    for (j = 0; j < {step.n_outputs}; ++j) {{\n"
+            f"        {dst}[j] /= {_f32(step.n_trees)};\n"
+            f"        {dst}[j] += FEDGE_RD_F32({n(i, 'base')}, j);\n"
+            f"    }}\n"
+            if mean
+            else ""
+        )
+        self.body.append(
+            f"    for (j = 0; j < {step.n_outputs}; ++j) {{\n"
+            f"        {dst}[j] = 0.0f;\n{start}"
+            f"    }}\n"
+            f"    for (t = 0; t < {step.n_trees}; ++t) {{\n"
+            f"        long node = {ref_rd}({n(i, 'roots')}, t);\n"
+            f"        long out = {off_rd}({n(i, 'offset')}, t);\n"
+            f"        while (node >= 0) {{\n"
+            f"            float v = {src}[{feat_rd}({n(i, 'feature')}, node)];\n"
+            f"            int go_left = (v != v) ? FEDGE_RD_U8({n(i, 'missing_left')}, node)\n"
+            f"                : (v {cmp} FEDGE_RD_F32({n(i, 'threshold')}, node));\n"
+            f"            node = go_left ? {ref_rd}({n(i, 'left')}, node)"
+            f" : {ref_rd}({n(i, 'right')}, node);\n"
+            f"        }}\n"
+            f"        node = -node - 1;\n"
+            f"        for (k = 0; k < {width}; ++k) {{\n"
+            f"            {dst}[out + k] += FEDGE_RD_F32({n(i, 'leaves')}, node * {width} + k);\n"
+            f"        }}\n"
+            f"    }}\n{finish}"
+        )
+
+    def step(self, i: int, step: Step, src: str, dst: str) -> None:
+        handlers = {
+            Impute: self.impute,
+            Affine: self.affine,
+            Linear: self.dense,
+            Dense: self.dense,
+            TreeEnsemble: self.trees,
+        }
+        handler = handlers.get(type(step))
+        if handler is None:  # a new IR step without a C handler must fail loudly
+            raise UnsupportedModelError(f"the C backend cannot emit {type(step).__name__} steps")
+        handler(i, step, src, dst)  # type: ignore[operator]
+
+
+def _width(model: Model) -> int:
+    return max([model.n_features] + [s.n_outputs for s in model.steps])
+
+
+def _link_code(model: Model, p: str, n_out: int, n_classes: int) -> tuple[str, set[str]]:
+    """Body of <prefix>_predict_proba from scores s[] into proba[], and the math it calls."""
+    link = model.link
+    if link is Link.IDENTITY:
+        return f"    for (j = 0; j < {n_out}; ++j) proba[j] = s[j];\n", set()
+    if link is Link.LOGISTIC:
+        return (
+            f"    proba[1] = {p}_logistic(s[0]);\n    proba[0] = 1.0f - proba[1];\n",
+            {"logistic"},
+        )
+    if link is Link.SOFTMAX:
+        return (
+            f"    float m = s[0], total;\n"
+            f"    for (j = 1; j < {n_out}; ++j) if (s[j] > m) m = s[j];\n"
+            f"    for (j = 0; j < {n_out}; ++j) proba[j] = {p}_exp(s[j] - m);\n"
+            f"    total = proba[0];\n"
+            f"    for (j = 1; j < {n_out}; ++j) total = total + proba[j];\n"
+            f"    for (j = 0; j < {n_out}; ++j) proba[j] = proba[j] / total;\n",
+            {"exp"},
+        )
+    clip = "(s[j] < -1.0f ? -1.0f : (s[j] > 1.0f ? 1.0f : s[j]))"
+    if link is Link.MODIFIED_HUBER and n_out == 1:
+        return (
+            f"    proba[1] = ({clip.replace('[j]', '[0]')} + 1.0f) / 2.0f;\n"
+            f"    proba[0] = 1.0f - proba[1];\n",
+            set(),
+        )
+    if link in (Link.LOGISTIC_OVR, Link.MODIFIED_HUBER):
+        each = f"{p}_logistic(s[j])" if link is Link.LOGISTIC_OVR else f"({clip} + 1.0f) / 2.0f"
+        return (
+            f"    float total;\n"
+            f"    for (j = 0; j < {n_out}; ++j) proba[j] = {each};\n"
+            f"    total = proba[0];\n"
+            f"    for (j = 1; j < {n_out}; ++j) total = total + proba[j];\n"
+            f"    if (total == 0.0f) {{\n"
+            f"        for (j = 0; j < {n_out}; ++j) proba[j] = 1.0f;\n"
+            f"        total = {_f32(n_classes)};\n"
+            f"    }}\n"
+            f"    for (j = 0; j < {n_out}; ++j) proba[j] = proba[j] / total;\n",
+            {"logistic"} if link is Link.LOGISTIC_OVR else set(),
+        )
+    raise UnsupportedModelError(f"the C backend has no code for link {link.value!r}")
+
+
+def emit_c(model: Model, prefix: str = "model") -> CSource:
+    """Generate the C header and source of ``model`` with every symbol prefixed by ``prefix``.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``prefix`` is not a valid C identifier.
+    UnsupportedModelError
+        If a step or link has no C code.
+    """
+    p = _check_prefix(prefix)
+    P = p.upper()
+    em = _Emitter(model, p)
+    width = _width(model)
+    steps = model.steps
+    bufs = ("a", "b")
+    src = "x"
+    for i, step in enumerate(steps):
+        dst = bufs[i % 2]
+        em.step(i, step, src, dst)
+        src = dst
+    n_out, n_classes = model.n_outputs, model.n_classes
+    classification = model.task is Task.CLASSIFICATION
+    has_proba = classification and model.link is not Link.NONE
+    link_body, link_math = _link_code(model, p, n_out, n_classes) if has_proba else ("", set())
+    math = em.math | link_math | ({"exp"} if model.link is Link.EXP else set())
+    scores_fn = (
+        f"void {p}_decision_function(const float *x, float *scores)\n{{\n"
+        f"    float a[{width}], b[{width}];\n    long j, k, t;\n"
+        f"    (void)a; (void)b; (void)j; (void)k; (void)t;\n"
+        + "".join(em.body)
+        + f"    for (j = 0; j < {n_out}; ++j) scores[j] = {src}[j];\n}}\n"
+    )
+    functions = [scores_fn]
+    if has_proba:
+        functions.append(
+            f"void {p}_predict_proba(const float *x, float *proba)\n{{\n"
+            f"    float s[{n_out}];\n    long j;\n"
+            f"    {p}_decision_function(x, s);\n{link_body}"
+            f"    (void)j;\n}}\n"
+        )
+    if classification:
+        functions.append(_predict_label(model, p, n_out, n_classes, has_proba))
+    else:
+        value = f"{p}_exp(s[j])" if model.link is Link.EXP else "s[j]"
+        functions.append(
+            f"void {p}_predict(const float *x, float *y)\n{{\n"
+            f"    float s[{n_out}];\n    long j;\n"
+            f"    {p}_decision_function(x, s);\n"
+            f"    for (j = 0; j < {n_out}; ++j) y[j] = {value};\n}}\n"
+        )
+    functions.append(_batch_functions(model, p, has_proba, classification))
+    math_code = _device_math(p, math)
+    source = (
+        f"/* Generated by fedge from {_source_name(model)}. Do not edit. */\n"
+        f'#include <math.h>\n#include "{p}.h"\n\n'
+        "#ifndef FEDGE_CONST\n#define FEDGE_CONST static const\n#endif\n"
+        + "".join(
+            f"#ifndef {m}\n#define {m}(table, i) ((table)[i])\n#endif\n"
+            for m in (
+                "FEDGE_RD_F32",
+                "FEDGE_RD_U8",
+                "FEDGE_RD_I8",
+                "FEDGE_RD_U16",
+                "FEDGE_RD_I16",
+                "FEDGE_RD_I32",
+            )
+        )
+        + "\n"
+        + "".join(em.tables)
+        + "\n"
+        + math_code
+        + "\n".join(functions)
+    )
+    header = _header(model, p, P, n_out, n_classes, has_proba, classification)
+    return CSource(p, header, source, model.n_features, n_out, n_classes, has_proba, model.task)
+
+
+def _predict_label(model: Model, p: str, n_out: int, n_classes: int, has_proba: bool) -> str:
+    rule = model.predict_from
+    if rule is PredictFrom.PROBABILITIES:
+        width = n_classes if n_out > 1 else 2
+        decide = "    return v[1] > 0.5f ? 1 : 0;\n" if n_out == 1 else _argmax(n_classes)
+        return (
+            f"int {p}_predict(const float *x)\n{{\n    float v[{width}];\n"
+            f"    {p}_predict_proba(x, v);\n{decide}}}\n"
+        )
+    op = ">=" if rule is PredictFrom.SCORES_INCLUSIVE else ">"
+    decide = f"    return v[0] {op} 0.0f ? 1 : 0;\n" if n_out == 1 else _argmax(n_out)
+    return (
+        f"int {p}_predict(const float *x)\n{{\n    float v[{n_out}];\n"
+        f"    {p}_decision_function(x, v);\n{decide}}}\n"
+    )
+
+
+def _argmax(n: int) -> str:
+    # The first maximum wins, as numpy's argmax.
+    return (
+        f"    int best = 0;\n    long j;\n"
+        f"    for (j = 1; j < {n}; ++j) if (v[j] > v[best]) best = (int)j;\n"
+        f"    return best;\n"
+    )
+
+
+def _batch_functions(model: Model, p: str, has_proba: bool, classification: bool) -> str:
+    nf, no, nc = model.n_features, model.n_outputs, model.n_classes
+    out = [
+        f"void {p}_decision_function_batch(const float *x, long n, float *scores)\n{{\n"
+        f"    long i;\n    for (i = 0; i < n; ++i) {p}_decision_function(x + i * {nf}, "
+        f"scores + i * {no});\n}}\n"
+    ]
+    if has_proba:
+        out.append(
+            f"void {p}_predict_proba_batch(const float *x, long n, float *proba)\n{{\n"
+            f"    long i;\n    for (i = 0; i < n; ++i) {p}_predict_proba(x + i * {nf}, "
+            f"proba + i * {nc});\n}}\n"
+        )
+    if classification:
+        out.append(
+            f"void {p}_predict_batch(const float *x, long n, int *labels)\n{{\n"
+            f"    long i;\n    for (i = 0; i < n; ++i) labels[i] = {p}_predict(x + i * {nf});\n}}\n"
+        )
+    else:
+        out.append(
+            f"void {p}_predict_batch(const float *x, long n, float *y)\n{{\n"
+            f"    long i;\n"
+            f"    for (i = 0; i < n; ++i) {p}_predict(x + i * {nf}, y + i * {no});\n}}\n"
+        )
+    return "\n".join(out)
+
+
+def _device_math(p: str, needed: set[str]) -> str:
+    """The shared C text of the functions used (exp first: the others call it), prefixed so
+    that two models link into one program."""
+    if not needed:
+        return ""
+    names = ["exp", *(n for n in ("logistic", "tanh") if n in needed)]
+    code = "\n".join(devicemath.C_FUNCTIONS[n] for n in names)
+    for fn in devicemath.C_FUNCTIONS:
+        code = code.replace(f"fedge_{fn}(", f"{p}_{fn}(")
+    return code + "\n"
+
+
+def _source_name(model: Model) -> str:
+    src = model.metadata.get("source", {})
+    return f"{src.get('estimator', 'a model')} ({src.get('library', '?')})".replace("*/", "")
+
+
+def _header(
+    model: Model, p: str, P: str, n_out: int, n_classes: int, has_proba: bool, classification: bool
+) -> str:
+    guard = f"{P}_H_INCLUDED"
+    lines = [
+        f"/* Generated by fedge from {_source_name(model)}. Do not edit.",
+        " * Inputs are float32 features; outputs follow fedge's device mode bit for bit",
+        " * when compiled with -ffp-contract=off. */",
+        f"#ifndef {guard}",
+        f"#define {guard}",
+        "",
+        "#ifdef __cplusplus",
+        'extern "C" {',
+        "#endif",
+        "",
+        f"#define {P}_N_FEATURES {model.n_features}",
+        f"#define {P}_N_OUTPUTS {n_out}",
+        f"#define {P}_N_CLASSES {n_classes}",
+        "",
+        "/* Raw scores (before the link), N_OUTPUTS floats. */",
+        f"void {p}_decision_function(const float *x, float *scores);",
+        f"void {p}_decision_function_batch(const float *x, long n, float *scores);",
+    ]
+    if has_proba:
+        lines += [
+            "/* Class probabilities, N_CLASSES floats. */",
+            f"void {p}_predict_proba(const float *x, float *proba);",
+            f"void {p}_predict_proba_batch(const float *x, long n, float *proba);",
+        ]
+    if classification:
+        lines += [
+            "/* Index of the predicted class (0 .. N_CLASSES - 1). */",
+            f"int {p}_predict(const float *x);",
+            f"void {p}_predict_batch(const float *x, long n, int *labels);",
+        ]
+    else:
+        lines += [
+            "/* Predicted values, N_OUTPUTS floats. */",
+            f"void {p}_predict(const float *x, float *y);",
+            f"void {p}_predict_batch(const float *x, long n, float *y);",
+        ]
+    lines += ["", "#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {guard} */", ""]
+    return "\n".join(lines)

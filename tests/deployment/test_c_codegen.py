@@ -1,0 +1,199 @@
+"""The C backend's own rules: prefixes, linking two models, sanitizers, golden output, errors."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fedge
+from fedge.deployment import CompiledModel, emit_c
+from fedge.deployment.toolchain import HOST_FLAGS, compile_c
+from fedge.deployment.verify import harness_source
+from fedge.errors import InvalidInputError, ToolchainError, UnsupportedModelError
+from fedge.ir import Linear, Link, Model, Task
+from tools import require_tool
+from zoo import case
+
+GOLDEN = Path(__file__).parent.parent / "golden"
+
+
+def tiny_model() -> Model:
+    step = Linear(weights=np.array([[0.5], [-2.0]]), bias=np.array([0.25]))
+    return Model(
+        steps=(step,),
+        task=Task.CLASSIFICATION,
+        n_features=2,
+        link=Link.LOGISTIC,
+        classes=np.array([0, 1]),
+        metadata={"source": {"estimator": "tiny"}},
+    )
+
+
+def test_golden_files_of_a_tiny_model() -> None:
+    """The exact text for a 2-feature logistic model (update the files only on purpose)."""
+    code = emit_c(tiny_model(), "tiny")
+    assert code.header == (GOLDEN / "tiny.h").read_text()
+    assert code.source == (GOLDEN / "tiny.c").read_text()
+
+
+@pytest.mark.parametrize("prefix", ["", "1abc", "a-b", "int", "x" * 40, "a b"])
+def test_invalid_prefixes_are_refused(prefix: str) -> None:
+    with pytest.raises(InvalidInputError, match="invalid C prefix"):
+        emit_c(tiny_model(), prefix)
+
+
+def test_generation_is_deterministic() -> None:
+    model = fedge.lower(case("forest_multiclass").estimator)
+    assert emit_c(model, "f").source == emit_c(model, "f").source
+
+
+@pytest.mark.slow
+def test_two_models_link_into_one_program(tmp_path: Path) -> None:
+    gcc = require_tool("gcc", "gcc")
+    a = emit_c(fedge.lower(case("mlp_binary").estimator), "heart")
+    b = emit_c(fedge.lower(case("xgb_multiclass").estimator), "lungs")
+    for code in (a, b):
+        (tmp_path / f"{code.prefix}.h").write_text(code.header)
+        (tmp_path / f"{code.prefix}.c").write_text(code.source)
+    # Two translation units include both headers; a C++-style guard check comes free.
+    (tmp_path / "main.c").write_text(
+        '#include <stdio.h>\n#include "heart.h"\n#include "lungs.h"\n#include "heart.h"\n'
+        "int main(void) {\n"
+        "    float x1[HEART_N_FEATURES] = {0}, x2[LUNGS_N_FEATURES] = {0};\n"
+        '    printf("%d %d\\n", heart_predict(x1), lungs_predict(x2));\n    return 0;\n}\n'
+    )
+    exe = compile_c(
+        [tmp_path / "heart.c", tmp_path / "lungs.c", tmp_path / "main.c"], tmp_path / "both"
+    )
+    out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=30, check=True)
+    labels = [int(v) for v in out.stdout.split()]
+    mlp = fedge.lower(case("mlp_binary").estimator)
+    xgbm = fedge.lower(case("xgb_multiclass").estimator)
+    assert (
+        labels[0]
+        == np.flatnonzero(mlp.classes == fedge.predict(mlp, np.zeros((1, 30)), mode="device")[0])[0]
+    )
+    assert labels[1] == fedge.predict(xgbm, np.zeros((1, 12)), mode="device")[0]
+    # And as C++: the extern "C" guards make the same headers link from C++ code.
+    if require_tool("g++", "g++"):
+        (tmp_path / "main.cpp").write_text(
+            '#include "heart.h"\n#include "lungs.h"\n'
+            "int main() { float x[LUNGS_N_FEATURES] = {0}; return lungs_predict(x) < 0; }\n"
+        )
+        for code in (a, b):
+            subprocess.run(
+                [
+                    gcc,
+                    *HOST_FLAGS,
+                    "-c",
+                    str(tmp_path / f"{code.prefix}.c"),
+                    "-o",
+                    str(tmp_path / f"{code.prefix}.o"),
+                ],
+                check=True,
+                timeout=60,
+            )
+        subprocess.run(
+            [
+                "g++",
+                "-Wall",
+                "-Werror",
+                str(tmp_path / "main.cpp"),
+                str(tmp_path / "heart.o"),
+                str(tmp_path / "lungs.o"),
+                "-lm",
+                "-o",
+                str(tmp_path / "cpp"),
+            ],
+            check=True,
+            timeout=60,
+        )
+
+
+HOSTILE = np.array(
+    [np.nan, np.inf, -np.inf, 3.4e38, -3.4e38, 1e-45, -1e-45, 1e-38, 0.0, -0.0], dtype=np.float32
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    [
+        "forest_nan",
+        "mlp_multiclass_tanh",
+        "xgb_multiclass_nan",
+        "lgbm_binary_nan",
+        "logreg_imputed",
+        "sgd_log_multiclass",
+        "hgb_poisson",
+    ],
+)
+def test_sanitizers_on_hostile_values(tmp_path: Path, name: str) -> None:
+    """ASan/UBSan builds fed NaN, +-Inf, huge and denormal values: no error, no crash."""
+    require_tool("gcc", "gcc")
+    code = emit_c(fedge.lower(case(name).estimator), "m")
+    (tmp_path / "m.h").write_text(code.header)
+    (tmp_path / "m.c").write_text(code.source)
+    (tmp_path / "main.c").write_text(harness_source(code))
+    exe = compile_c(
+        [tmp_path / "m.c", tmp_path / "main.c"],
+        tmp_path / "san",
+        flags=(
+            *HOST_FLAGS[:-3],
+            "-g",
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=all",
+            "-fno-omit-frame-pointer",
+        ),
+    )
+    n = code.n_features
+    # Every hostile value in every position (other features 0), then rows made only of it.
+    single = np.zeros((n * HOSTILE.size, n), dtype=np.float32)
+    single[np.arange(single.shape[0]), np.repeat(np.arange(n), HOSTILE.size)] = np.tile(HOSTILE, n)
+    rows = np.concatenate([single, np.repeat(HOSTILE[:, None], n, axis=1)])
+    done = subprocess.run(
+        [str(exe)], input=rows.astype(np.float32).tobytes(), capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert b"runtime error" not in done.stderr
+
+
+def test_missing_compiler_is_a_toolchain_error(tmp_path: Path) -> None:
+    (tmp_path / "a.c").write_text("int main(void) { return 0; }\n")
+    with pytest.raises(ToolchainError, match="apt-get install no-such-cc"):
+        compile_c([tmp_path / "a.c"], tmp_path / "a", compiler="no-such-cc")
+
+
+def test_compile_errors_are_toolchain_errors(tmp_path: Path) -> None:
+    require_tool("gcc", "gcc")
+    (tmp_path / "a.c").write_text("int main(void) { return undeclared; }\n")
+    with pytest.raises(ToolchainError, match="undeclared"):
+        compile_c([tmp_path / "a.c"], tmp_path / "a")
+
+
+def test_compiled_backend_validates_input() -> None:
+    require_tool("gcc", "gcc")
+    compiled = CompiledModel(fedge.lower(case("logreg_binary").estimator), prefix="lr")
+    with pytest.raises(InvalidInputError, match="X has 3 features, but the model expects 30"):
+        compiled.predict(np.zeros((2, 3)))
+    with pytest.raises(InvalidInputError, match="NaN"):
+        compiled.predict(np.full((1, 30), np.nan))
+    with pytest.raises(InvalidInputError, match="float32 range"):
+        compiled.predict(np.full((1, 30), 1e300))
+
+
+def test_a_step_without_c_code_fails_loudly(monkeypatch) -> None:
+    from fedge.deployment.formats.c import emit
+
+    monkeypatch.setattr(
+        emit._Emitter,
+        "step",
+        lambda *a: (_ for _ in ()).throw(
+            UnsupportedModelError("the C backend cannot emit Foo steps")
+        ),
+    )
+    with pytest.raises(UnsupportedModelError, match="cannot emit"):
+        emit_c(tiny_model(), "t")
