@@ -14,7 +14,7 @@ test: install system-deps
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
-demo: install
+demo: install system-deps
 	$(BIN)/fedge demo --out demo-out
 
 lint: install

@@ -104,6 +104,7 @@ def test_demo_verifies_every_model(tmp_path, capsys) -> None:
         assert row["max_proba_diff"] <= (1e-6 if "XGBoost" in row["name"] else 1e-9)
         assert row["accuracy"] > 0.9
         assert row["fedge_bytes"] < row["pickle_bytes"]
+        assert row["c_identical"] is True, row  # gcc is installed by make test
     assert sorted(p.suffix for p in tmp_path.iterdir()).count(".fedge") == 5
 
 
@@ -128,3 +129,38 @@ def test_inspect_shows_boosting_objective_and_base_score(tmp_path, capsys) -> No
     assert code == 0
     flat = re.sub(r"[│\s]+", " ", out)  # table cells may wrap across lines
     assert "multi:softprob" in flat and "base score [" in flat and "comparison <" in flat
+
+
+def test_export_c_and_verify_on_a_csv(tmp_path, capsys) -> None:
+    import numpy as np
+
+    c = case("forest_nan")
+    src = tmp_path / "forest.skops"
+    sio.dump(c.estimator, src)
+    data = tmp_path / "data.csv"
+    X = c.dataset.X_test
+    lines = [",".join([f"f{i}" for i in range(30)] + ["y"])]
+    lines += [",".join(["" if np.isnan(v) else repr(float(v)) for v in r] + ["1"]) for r in X]
+    data.write_text("\n".join(lines) + "\n")
+    argv = [
+        "export",
+        str(src),
+        "--format",
+        "c",
+        "-o",
+        str(tmp_path / "out"),
+        "--prefix",
+        "rf",
+        "--verify",
+        str(data),
+        "--label",
+        "y",
+    ]
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    flat = re.sub(r"[│\s]+", " ", out)
+    assert "C verified on 171 rows" in flat
+    assert "labels differing from the source model 0" in flat
+    assert (tmp_path / "out" / "rf.c").exists() and (tmp_path / "out" / "rf.h").exists()
+    code, _, err = run(capsys, *argv[:-2])  # without --label the target column is a feature
+    assert code == 1 and "--label" in err

@@ -20,6 +20,15 @@ PACKAGES = [
     "fedge.ir.devicemath",
     "fedge.io",
     "fedge.demo",
+    "fedge.data",
+    "fedge.deployment",
+    "fedge.deployment.formats.c",
+    "fedge.deployment.toolchain",
+    "fedge.deployment.verify",
+    "fedge.deployment.compiled",
+    "fedge.deployment.edge_converter",
+    "fedge.ir.lower.xgboost",
+    "fedge.ir.lower.lightgbm",
 ]
 
 

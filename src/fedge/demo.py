@@ -35,6 +35,8 @@ class DemoRow:
     pickle_bytes: int
     json_bytes: int
     fedge_bytes: int
+    c_identical: bool | None  # compiled C vs device mode (bits) and the source (labels)
+    c_object_bytes: int | None  # text + data of the compiled model (gcc -O2, host)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +66,18 @@ def _xgboost(seed: int) -> Any:
     from xgboost import XGBClassifier
 
     return XGBClassifier(n_estimators=100, max_depth=4, random_state=seed, n_jobs=1)
+
+
+def _verify_c(est: Any, X: np.ndarray) -> tuple[bool | None, int | None]:
+    """Compile the model as C and run it on X; (None, None) when no compiler is installed."""
+    from fedge.deployment.verify import verify_c
+    from fedge.errors import ToolchainError
+
+    try:
+        report = verify_c(est, X)
+    except ToolchainError:
+        return None, None
+    return report.identical, report.text_bytes + report.data_bytes
 
 
 def run_demo(
@@ -103,6 +117,7 @@ def run_demo(
         fedge_bytes = save(lower(est), stem.with_suffix(".fedge"))
         model = load(stem.with_suffix(".fedge"))
         source = est.predict(X_te)
+        c_identical, c_bytes = _verify_c(est, X_te)
         rows.append(
             DemoRow(
                 name=name,
@@ -117,6 +132,8 @@ def run_demo(
                 pickle_bytes=len(pickle.dumps(est, protocol=pickle.HIGHEST_PROTOCOL)),
                 json_bytes=json_bytes,
                 fedge_bytes=fedge_bytes,
+                c_identical=c_identical,
+                c_object_bytes=c_bytes,
             )
         )
     return rows

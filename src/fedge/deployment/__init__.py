@@ -1,7 +1,16 @@
 """Deployment: generated artifacts (C; ONNX, TFLite, Core ML next), toolchains, verification."""
 
 from fedge.deployment.compiled import CompiledModel
+from fedge.deployment.edge_converter import EdgeFormat, EdgeModelConverter
 from fedge.deployment.formats.c import CSource, emit_c
 from fedge.deployment.verify import VerificationReport, verify_c
 
-__all__ = ["CSource", "CompiledModel", "VerificationReport", "emit_c", "verify_c"]
+__all__ = [
+    "CSource",
+    "CompiledModel",
+    "EdgeFormat",
+    "EdgeModelConverter",
+    "VerificationReport",
+    "emit_c",
+    "verify_c",
+]

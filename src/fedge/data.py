@@ -1,0 +1,49 @@
+"""Reading feature tables from CSV files for the CLI (verification, compression, federation)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from fedge.errors import InvalidInputError
+from fedge.ir.nodes import Model
+
+__all__ = ["read_features"]
+
+
+def read_features(path: Path, model: Model, *, label: str | None = None) -> np.ndarray:
+    """Feature matrix from a CSV with a header row; empty cells and ``nan`` are NaN.
+
+    ``label`` names the target column to drop. When the model knows its feature names
+    and the header has them all, columns are taken in the model's order.
+    """
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc}") from None
+    if len(rows) < 2:
+        raise InvalidInputError(f"{path} needs a header row and at least one data row")
+    header, body = [h.strip() for h in rows[0]], rows[1:]
+    columns = list(range(len(header)))
+    if label is not None:
+        if label not in header:
+            raise InvalidInputError(f"--label {label!r} is not a column of {path}: {header}")
+        columns.remove(header.index(label))
+    if model.feature_names is not None and set(model.feature_names) <= set(header):
+        columns = [header.index(n) for n in model.feature_names]
+    try:
+        X = np.array(
+            [[float(r[c]) if r[c].strip() else np.nan for c in columns] for r in body],
+            dtype=np.float64,
+        )
+    except (ValueError, IndexError) as exc:
+        raise InvalidInputError(f"{path} has a non-numeric or missing cell: {exc}") from None
+    if X.shape[1] != model.n_features:
+        raise InvalidInputError(
+            f"{path} has {X.shape[1]} feature columns, but the model expects {model.n_features}"
+            + ("" if label else "; name the target column with --label")
+        )
+    return X
