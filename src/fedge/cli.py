@@ -48,9 +48,10 @@ class ExportFormat(StrEnum):
 
 
 class Layout(StrEnum):
-    """Tree layout of generated C (the inlined if/else layout joins with the C benchmark)."""
+    """Tree layout of generated C: node tables walked by a loop, or straight-line code."""
 
     TABLE = "table"
+    INLINE = "inline"
 
 
 def _version(value: bool) -> None:
@@ -118,15 +119,21 @@ def export(
     from fedge.deployment.edge_converter import write_c
     from fedge.deployment.formats.c import emit_c
 
-    code = emit_c(model, prefix)
+    code = emit_c(model, prefix, layout=layout.value)
     files = write_c(code, output / f"{prefix}.c")
     console.print(f"wrote {', '.join(str(f) for f in files)} ({layout.value} layout)")
     if verify is not None:
-        _verify_c(model_path, model, verify, label, prefix, trust)
+        _verify_c(model_path, model, verify, label, prefix, layout.value, trust)
 
 
 def _verify_c(
-    model_path: Path, model: Any, data: Path, label: str | None, prefix: str, trust: bool
+    model_path: Path,
+    model: Any,
+    data: Path,
+    label: str | None,
+    prefix: str,
+    layout: str,
+    trust: bool,
 ) -> None:
     from fedge.data import read_features
     from fedge.deployment.verify import verify_c
@@ -140,7 +147,7 @@ def _verify_c(
             source = load_estimator(model_path, trust=trust)
         except FedgeError:
             source = None  # XGBoost/LightGBM files: device mode is the oracle
-    report = verify_c(source if source is not None else model, X, prefix=prefix)
+    report = verify_c(source if source is not None else model, X, prefix=prefix, layout=layout)
     table = Table(
         title=f"C verified on {report.rows:,} rows (gcc -O2 -ffp-contract=off)",
         title_justify="left",

@@ -45,6 +45,11 @@ def test_invalid_prefixes_are_refused(prefix: str) -> None:
         emit_c(tiny_model(), prefix)
 
 
+def test_unknown_layout_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="layout must be one of table, inline"):
+        emit_c(tiny_model(), "t", layout="fast")
+
+
 def test_generation_is_deterministic() -> None:
     model = fedge.lower(case("forest_multiclass").estimator)
     assert emit_c(model, "f").source == emit_c(model, "f").source

@@ -85,3 +85,29 @@ def test_compiled_model_matches_device_mode_bit_for_bit(name: str) -> None:
         np.testing.assert_array_equal(
             compiled.predict_proba(X), fedge.predict_proba(model, X, mode="device")
         )
+
+
+# The inline layout compiles slower (seconds per large forest): a spread of tree models.
+INLINE_CASES = [
+    "tree_deep",
+    "tree_single_leaf",
+    "tree_nan",
+    "forest_stumps",
+    "forest_strings",
+    "gb_multiclass",
+    "hgb_binary_nan",
+    "xgb_binary_nan",
+    "lgbm_no_missing_rule",
+    "lgbm_single_leaf",
+    "scaled_forest_nan",
+]
+
+
+@pytest.mark.parametrize("name", INLINE_CASES)
+def test_inline_layout_equals_device_mode(name: str) -> None:
+    require_tool("gcc", "gcc")
+    from zoo import case
+
+    c = case(name)
+    report = verify_c(fedge.lower(c.estimator), _rows(c), layout="inline")
+    assert report.identical and report.max_abs_diff == 0.0, report

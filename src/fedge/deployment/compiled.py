@@ -42,11 +42,13 @@ class CompiledModel:
         The IR model.
     prefix : str
         C symbol prefix.
+    layout : {"table", "inline"}
+        Tree layout of the generated C (see :func:`fedge.deployment.emit_c`).
     """
 
-    def __init__(self, model: Model, *, prefix: str = "model") -> None:
+    def __init__(self, model: Model, *, prefix: str = "model", layout: str = "table") -> None:
         self.model = model
-        self.code: CSource = emit_c(model, prefix)
+        self.code: CSource = emit_c(model, prefix, layout=layout)
         self.library_path = self._build()
         self._lib = ctypes.CDLL(str(self.library_path))
         p = self.code.prefix

@@ -92,7 +92,7 @@ def _split_output(raw: bytes, code: CSource, n: int) -> dict[str, np.ndarray]:
 
 
 def verify_c(
-    model: Any, X: Any, *, prefix: str = "model", timeout: float = 120
+    model: Any, X: Any, *, prefix: str = "model", layout: str = "table", timeout: float = 120
 ) -> VerificationReport:
     """Compile ``model`` as C on the host, run it on ``X`` and compare every output.
 
@@ -105,7 +105,7 @@ def verify_c(
     source = None if isinstance(model, Model) else model
     ir = lower(model)
     rows = runtime.check_input(ir, X, runtime.Mode.DEVICE)
-    code = emit_c(ir, prefix)
+    code = emit_c(ir, prefix, layout=layout)
     with tempfile.TemporaryDirectory(prefix="fedge-c-") as tmp:
         d = Path(tmp)
         (d / f"{prefix}.h").write_text(code.header)

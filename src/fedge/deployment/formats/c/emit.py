@@ -39,7 +39,7 @@ from fedge.ir.nodes import (
     round_threshold,
 )
 
-__all__ = ["CSource", "emit_c"]
+__all__ = ["LAYOUTS", "CSource", "emit_c"]
 
 _PREFIX = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,30}$")
 _C_KEYWORDS = {
@@ -139,8 +139,9 @@ def _int_type(low: int, high: int) -> tuple[str, str]:
 class _Emitter:
     """Builds tables and statements step by step; buffers alternate between two arrays."""
 
-    def __init__(self, model: Model, prefix: str) -> None:
-        self.model, self.p = model, prefix
+    def __init__(self, model: Model, prefix: str, layout: str = "table") -> None:
+        self.model, self.p, self.layout = model, prefix, layout
+        self.helpers: list[str] = []  # static functions (inline trees)
         self.tables: list[str] = []
         self.body: list[str] = []
         self.math: set[str] = set()  # device-math functions the code calls
@@ -196,6 +197,9 @@ class _Emitter:
         )
 
     def trees(self, i: int, step: TreeEnsemble, src: str, dst: str) -> None:
+        if self.layout == "inline":
+            self.inline_trees(i, step, src, dst)
+            return
         n = self.name
         threshold = (
             step.threshold.astype(np.float32)
@@ -248,6 +252,68 @@ class _Emitter:
             f"            {dst}[out + k] += FEDGE_RD_F32({n(i, 'leaves')}, node * {width} + k);\n"
             f"        }}\n"
             f"    }}\n{finish}"
+        )
+
+    def inline_trees(self, i: int, step: TreeEnsemble, src: str, dst: str) -> None:
+        """One flat static function per tree: labelled splits and gotos, no nesting, so any
+        depth compiles; trees are called in order, so sums are the table layout's."""
+        threshold = (
+            step.threshold.astype(np.float32)
+            if step.threshold.dtype == np.float32
+            else round_threshold(step.threshold, step.comparison)
+        )
+        cmp = "<=" if step.comparison is Comparison.LE else "<"
+        leaves = step.leaf_values.astype(np.float32)
+        base = self.name(i, "base")
+        self.tables.append(_table(base, "float", step.base_score.astype(np.float32)))
+        calls = []
+        for t in range(step.n_trees):
+            fn = self.name(i, f"tree{t}")
+            off = int(step.tree_offset[t])
+            lines = [f"static void {fn}(const float *x, float *acc)\n{{\n    (void)x;\n"]
+            stack, order, used_leaves = [int(step.roots[t])], [], []
+            while stack:  # depth-first, iterative
+                ref = stack.pop()
+                if ref < 0:
+                    if ref not in used_leaves:
+                        used_leaves.append(ref)
+                    continue
+                order.append(ref)
+                stack += [int(step.right[ref]), int(step.left[ref])]
+            root = int(step.roots[t])
+
+            def target(ref: int) -> str:
+                return f"n{ref}" if ref >= 0 else f"l{~ref}"
+
+            for k, node in enumerate(order):
+                label = "" if k == 0 and node == root else f"n{node}: "
+                f, th = int(step.feature[node]), _f32(threshold[node])
+                miss = "1" if step.missing_left[node] else "0"
+                lines.append(
+                    f"    {label}if (x[{f}] != x[{f}] ? {miss} : x[{f}] {cmp} {th}) "
+                    f"goto {target(int(step.left[node]))};\n"
+                    f"    goto {target(int(step.right[node]))};\n"
+                )
+            for ref in used_leaves:
+                label = "" if ref == root else f"l{~ref}: "
+                adds = " ".join(f"acc[{off + k}] += {_f32(v)};" for k, v in enumerate(leaves[~ref]))
+                lines.append(f"    {label}{adds} return;\n")
+            lines.append("}\n")
+            self.helpers.append("".join(lines))
+            calls.append(f"    {fn}({src}, {dst});\n")
+        mean = step.aggregation is Aggregation.MEAN
+        start = "" if mean else f"        {dst}[j] += FEDGE_RD_F32({base}, j);\n"
+        finish = (
+            f"    for (j = 0; j < {step.n_outputs}; ++j) {{\n"
+            f"        {dst}[j] /= {_f32(step.n_trees)};\n"
+            f"        {dst}[j] += FEDGE_RD_F32({base}, j);\n"
+            f"    }}\n"
+            if mean
+            else ""
+        )
+        self.body.append(
+            f"    for (j = 0; j < {step.n_outputs}; ++j) {{\n"
+            f"        {dst}[j] = 0.0f;\n{start}    }}\n" + "".join(calls) + finish
         )
 
     def step(self, i: int, step: Step, src: str, dst: str) -> None:
@@ -312,8 +378,15 @@ def _link_code(model: Model, p: str, n_out: int, n_classes: int) -> tuple[str, s
     raise UnsupportedModelError(f"the C backend has no code for link {link.value!r}")
 
 
-def emit_c(model: Model, prefix: str = "model") -> CSource:
+LAYOUTS = ("table", "inline")
+
+
+def emit_c(model: Model, prefix: str = "model", *, layout: str = "table") -> CSource:
     """Generate the C header and source of ``model`` with every symbol prefixed by ``prefix``.
+
+    ``layout`` picks how tree ensembles are written: ``table`` (compact node tables walked
+    by a loop: small code, fast to compile) or ``inline`` (each tree as straight-line code
+    with its constants inlined: more code, no table reads). Both compute the same bits.
 
     Raises
     ------
@@ -323,8 +396,10 @@ def emit_c(model: Model, prefix: str = "model") -> CSource:
         If a step or link has no C code.
     """
     p = _check_prefix(prefix)
+    if layout not in LAYOUTS:
+        raise InvalidInputError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     P = p.upper()
-    em = _Emitter(model, p)
+    em = _Emitter(model, p, layout)
     width = _width(model)
     steps = model.steps
     bufs = ("a", "b")
@@ -384,6 +459,7 @@ def emit_c(model: Model, prefix: str = "model") -> CSource:
         + "".join(em.tables)
         + "\n"
         + math_code
+        + "".join(em.helpers)
         + "\n".join(functions)
     )
     header = _header(model, p, P, n_out, n_classes, has_proba, classification)
