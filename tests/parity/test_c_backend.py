@@ -99,7 +99,6 @@ INLINE_CASES = [
     "xgb_binary_nan",
     "lgbm_no_missing_rule",
     "lgbm_single_leaf",
-    "scaled_forest_nan",
 ]
 
 
