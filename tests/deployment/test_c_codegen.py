@@ -50,6 +50,16 @@ def test_unknown_layout_is_refused() -> None:
         emit_c(tiny_model(), "t", layout="fast")
 
 
+def test_inline_layout_refuses_large_ensembles(monkeypatch) -> None:
+    from fedge.deployment.formats.c import emit
+
+    monkeypatch.setattr(emit, "MAX_INLINE_SPLITS", 10)
+    model = fedge.lower(case("forest_binary").estimator)
+    with pytest.raises(InvalidInputError, match="inline layout is for small ensembles"):
+        emit_c(model, "f", layout="inline")
+    assert emit_c(model, "f", layout="table").source  # the table layout takes any size
+
+
 def test_generation_is_deterministic() -> None:
     model = fedge.lower(case("forest_multiclass").estimator)
     assert emit_c(model, "f").source == emit_c(model, "f").source
