@@ -18,13 +18,16 @@ well-formed file describing a broken model). See ``docs/lite-format.md``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import reprlib
+import secrets
 import struct
-import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,7 @@ from fedge.ir.nodes import (
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "MAGIC",
     "from_binary_bytes",
     "from_json_bytes",
     "is_lite",
@@ -66,34 +70,51 @@ FORMAT_NAME = "fedge-lite"
 FORMAT_VERSION = 1
 MAGIC = b"FEDGE\x00"
 _PREFIX = struct.Struct("<6sHHIQ")  # magic, version, flags, header length, data length
+_VERSION = struct.Struct("<H")
 _DIGEST_SIZE = 32
 _HEAD_SIZE = _PREFIX.size + _DIGEST_SIZE
-_JSON_START = b'{\n  "format": "fedge-lite",\n  "version": '
+_JSON_MAGIC = b'{\n  "format": "fedge-lite",\n'
+_JSON_START = _JSON_MAGIC + b'  "version": '
 _JSON_PREFIX = _JSON_START + b"%d,\n" % FORMAT_VERSION
 _MAX_ELEMENTS = 2**31  # sanity cap on one array, checked before allocating
+_MAX_COUNT = 2**31  # n_features, n_outputs and array dimensions (the IR indexes with int32)
+_MAX_OFFSET = 2**64  # byte offsets and sizes in the binary data section
+_MAX_HEADER = 2**32  # the header length is a u32
+_MAX_NESTING = 100  # levels of lists and objects in metadata
 
-_F = ("float64", "float32")
-_I = ("int32",)
-_B = ("bool",)
+# Arrays are stored little-endian whatever the machine; the IR holds native dtypes.
 _DTYPES = {
     "float64": np.dtype("<f8"),
     "float32": np.dtype("<f4"),
     "int32": np.dtype("<i4"),
     "bool": np.dtype("?"),
 }
+_INFINITIES = {"inf": math.inf, "-inf": -math.inf}
+_CONTAINERS = frozenset({dict, list})
 
 
+@dataclass(frozen=True)
+class _Array:
+    """An array field: the dtypes version 1 may store it in, and whether +-inf is a value."""
+
+    dtypes: tuple[str, ...]
+    infinite: bool = False
+
+
+_FLOATS = _Array(("float64", "float32"))
+_THRESHOLDS = _Array(("float64", "float32"), infinite=True)
+_INDICES = _Array(("int32",))
+_FLAGS = _Array(("bool",))
+
+
+@dataclass(frozen=True)
 class _Kind:
-    """What one step type stores: arrays (allowed dtypes), enums and integers."""
+    """What one step type stores: arrays, enums and integers (its dataclass's fields)."""
 
-    def __init__(
-        self,
-        cls: type,
-        arrays: dict[str, tuple[str, ...]],
-        enums: dict[str, type[Enum]] | None = None,
-        ints: tuple[str, ...] = (),
-    ) -> None:
-        self.cls, self.arrays, self.enums, self.ints = cls, arrays, enums or {}, ints
+    cls: type
+    arrays: dict[str, _Array]
+    enums: dict[str, type[Enum]]
+    ints: tuple[str, ...] = ()
 
     @property
     def keys(self) -> set[str]:
@@ -101,22 +122,22 @@ class _Kind:
 
 
 _STEPS: dict[str, _Kind] = {
-    "impute": _Kind(Impute, {"fill": _F}),
-    "affine": _Kind(Affine, {"offset": _F, "scale": _F}, {"order": AffineOrder}),
-    "linear": _Kind(Linear, {"weights": _F, "bias": _F}),
-    "dense": _Kind(Dense, {"weights": _F, "bias": _F}, {"activation": Activation}),
+    "impute": _Kind(Impute, {"fill": _FLOATS}, {}),
+    "affine": _Kind(Affine, {"offset": _FLOATS, "scale": _FLOATS}, {"order": AffineOrder}),
+    "linear": _Kind(Linear, {"weights": _FLOATS, "bias": _FLOATS}, {}),
+    "dense": _Kind(Dense, {"weights": _FLOATS, "bias": _FLOATS}, {"activation": Activation}),
     "tree_ensemble": _Kind(
         TreeEnsemble,
         {
-            "feature": _I,
-            "threshold": _F,
-            "left": _I,
-            "right": _I,
-            "missing_left": _B,
-            "leaf_values": _F,
-            "roots": _I,
-            "tree_offset": _I,
-            "base_score": _F,
+            "feature": _INDICES,
+            "threshold": _THRESHOLDS,
+            "left": _INDICES,
+            "right": _INDICES,
+            "missing_left": _FLAGS,
+            "leaf_values": _FLOATS,
+            "roots": _INDICES,
+            "tree_offset": _INDICES,
+            "base_score": _FLOATS,
         },
         {"comparison": Comparison, "aggregation": Aggregation, "input_precision": Precision},
         ("n_features", "n_outputs"),
@@ -133,56 +154,247 @@ _MODEL_KEYS = {
     "metadata",
     "steps",
 }
-_CLASS_DTYPES = {"int64": int, "float64": float, "bool": bool, "str": str}
+_CLASS_DTYPES: dict[str, type] = {"int64": int, "float64": float, "bool": bool, "str": str}
+
+# Encodes one array of a step into its JSON object; decodes one back (document, where, field).
+_Put = Callable[[np.ndarray], dict[str, Any]]
+_Take = Callable[[Any, str, _Array], np.ndarray]
 
 
 # =========================================================================== public API
 def save_lite(model: Model, path: str | os.PathLike[str]) -> int:
-    """Write ``model`` to ``path`` (``.json`` or ``.fedge``) atomically; return bytes written."""
+    """Write ``model`` to a lite file, atomically.
+
+    Parameters
+    ----------
+    model : Model
+        The IR model to save.
+    path : path-like
+        Destination. The suffix picks the encoding: ``.json`` (readable) or
+        ``.fedge`` (compact binary).
+
+    Returns
+    -------
+    int
+        Bytes written.
+
+    Raises
+    ------
+    ModelFormatError
+        The suffix is neither ``.json`` nor ``.fedge``, or the model holds
+        something version 1 of the format cannot store.
+
+    Notes
+    -----
+    The bytes go to a temporary file in the same directory, are flushed to
+    disk, and replace ``path`` in one rename: a crash leaves the old file or
+    the new one, never a mix.
+    """
     p = Path(path)
     encoders = {".json": to_json_bytes, ".fedge": to_binary_bytes}
-    if p.suffix not in encoders:
+    encode = encoders.get(p.suffix.lower())
+    if encode is None:
         raise ModelFormatError(
             f"cannot tell the lite encoding from {p.name!r}: use a .json (readable) or "
             ".fedge (compact binary) suffix"
         )
-    data = encoders[p.suffix](model)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    data = encode(model)
+    _write_atomically(p, data)
     return len(data)
 
 
 def load_lite(path: str | os.PathLike[str]) -> Model:
-    """Read a lite file in either encoding (told apart by its first bytes)."""
-    data = Path(path).read_bytes()
+    """Read a lite file in either encoding, told apart by its first bytes (not its suffix).
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.json`` or ``.fedge`` file written by :func:`save_lite`.
+
+    Returns
+    -------
+    Model
+        The model, bit-identical to the one saved.
+
+    Raises
+    ------
+    ModelFormatError
+        The file is missing or not a lite file, has another format version, or breaks
+        the schema.
+    IntegrityError
+        The file's bytes were altered, truncated or extended.
+    InvalidModelError
+        The file is intact but describes a broken model (e.g. a cyclic tree).
+    """
+    try:
+        data = Path(path).read_bytes()
+    except (FileNotFoundError, IsADirectoryError) as exc:
+        raise ModelFormatError(f"cannot read {path}: {exc.strerror}") from None
     if data.startswith(MAGIC):
         return from_binary_bytes(data)
     return from_json_bytes(data)
 
 
-def is_lite(prefix: bytes) -> bool:
-    """Whether a file starting with ``prefix`` claims to be a lite file (either encoding)."""
-    return prefix.startswith(MAGIC) or prefix.startswith(_JSON_START[:20])
+def is_lite(data_prefix: bytes) -> bool:
+    """Whether a file starting with ``data_prefix`` claims to be a lite file.
+
+    Parameters
+    ----------
+    data_prefix : bytes
+        The file's first bytes (at least 28 to recognise the JSON encoding).
+
+    Returns
+    -------
+    bool
+        True for the binary magic or the canonical JSON opening, in any version.
+    """
+    return data_prefix.startswith(MAGIC) or data_prefix.startswith(_JSON_MAGIC)
+
+
+def to_json_bytes(model: Model) -> bytes:
+    """The readable, canonical JSON encoding of ``model``.
+
+    Parameters
+    ----------
+    model : Model
+        The model to encode.
+
+    Returns
+    -------
+    bytes
+        UTF-8 JSON; the same model always gives the same bytes.
+
+    Raises
+    ------
+    ModelFormatError
+        The model holds something version 1 cannot store (a dtype outside a
+        field's whitelist, text that is not valid Unicode, metadata nested too deeply).
+    """
+    doc = _model_doc(model, _json_array)
+    return _json_text(doc, hashlib.sha256(_canonical_compact(doc)).hexdigest())
+
+
+def from_json_bytes(data: bytes) -> Model:
+    """Parse, verify and validate the JSON encoding.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file.
+
+    Returns
+    -------
+    Model
+
+    Raises
+    ------
+    ModelFormatError
+        Not a lite JSON file, another format version, or a schema violation.
+    IntegrityError
+        The digest does not match, or the bytes are not the canonical writer's output.
+    InvalidModelError
+        An intact file describing a broken model.
+    """
+    data = bytes(data)
+    _check_json_version(data)
+    model_doc = _verified_json_document(data)
+    return _model_from_doc(model_doc, _json_take)
+
+
+def to_binary_bytes(model: Model) -> bytes:
+    """The compact binary encoding of ``model`` (its length is the model's size).
+
+    Parameters
+    ----------
+    model : Model
+        The model to encode.
+
+    Returns
+    -------
+    bytes
+        Prefix, header and data; the same model always gives the same bytes.
+
+    Raises
+    ------
+    ModelFormatError
+        The model holds something version 1 cannot store.
+    """
+    chunks: list[bytes] = []
+    offset = 0
+
+    def put(arr: np.ndarray) -> dict[str, Any]:
+        nonlocal offset
+        raw = arr.astype(_DTYPES[arr.dtype.name], copy=False).tobytes()
+        ref = {"dtype": arr.dtype.name, "shape": list(arr.shape), "offset": offset}
+        ref["nbytes"] = len(raw)
+        chunks.append(raw)
+        offset += len(raw)
+        return ref
+
+    header = _canonical_compact(_model_doc(model, put))
+    if len(header) >= _MAX_HEADER:
+        raise ModelFormatError(f"the model's header ({len(header)} bytes) exceeds 4 GiB")
+    body = b"".join(chunks)
+    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header), len(body))
+    digest = _binary_digest(prefix, header, body)
+    return prefix + digest + header + body
+
+
+def from_binary_bytes(data: bytes) -> Model:
+    """Verify (lengths and digest) and validate the binary encoding.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file.
+
+    Returns
+    -------
+    Model
+
+    Raises
+    ------
+    ModelFormatError
+        Wrong magic, another format version, unknown flags, or a schema violation.
+    IntegrityError
+        Truncated or extended, digest mismatch, or a header not in canonical form.
+    InvalidModelError
+        An intact file describing a broken model.
+    """
+    view = memoryview(bytes(data))
+    flags, header_len = _verified_binary_prefix(view)
+    if flags != 0:
+        raise ModelFormatError(f"the .fedge file sets unknown flags 0x{flags:04x}; upgrade fedge")
+    header = _parsed_header(bytes(view[_HEAD_SIZE : _HEAD_SIZE + header_len]))
+    body = view[_HEAD_SIZE + header_len :]
+    cursor = 0
+
+    def take(ref: Any, where: str, spec: _Array) -> np.ndarray:
+        nonlocal cursor
+        arr, cursor = _binary_array(ref, where, spec, body, cursor)
+        return arr
+
+    def all_used() -> None:
+        if cursor != len(body):
+            raise ModelFormatError(f"the data section has {len(body) - cursor} unused bytes")
+
+    return _model_from_doc(header, take, all_used)
 
 
 # =========================================================================== documents
-def _model_doc(model: Model, put: Callable[[np.ndarray], dict[str, Any]]) -> dict[str, Any]:
+def _model_doc(model: Model, put: _Put) -> dict[str, Any]:
     """The schema's model object; ``put`` encodes each array (inline data or a reference)."""
     steps = []
-    for step in model.steps:
+    for i, step in enumerate(model.steps):
         name = _STEP_NAMES[type(step)]
         kind = _STEPS[name]
         doc: dict[str, Any] = {"type": name}
-        doc.update({k: put(getattr(step, k)) for k in kind.arrays})
+        for key, spec in kind.arrays.items():
+            doc[key] = put(_storable(getattr(step, key), f"model.steps[{i}].{key}", spec))
         doc.update({k: getattr(step, k).value for k in kind.enums})
         doc.update({k: int(getattr(step, k)) for k in kind.ints})
         steps.append(doc)
+    _check_nesting(model.metadata)
     return {
         "task": model.task.value,
         "n_features": model.n_features,
@@ -195,25 +407,41 @@ def _model_doc(model: Model, put: Callable[[np.ndarray], dict[str, Any]]) -> dic
     }
 
 
+def _storable(arr: np.ndarray, where: str, spec: _Array) -> np.ndarray:
+    # A precision added to the IR later must not be written as a file no reader accepts.
+    if arr.dtype.name not in spec.dtypes:
+        raise ModelFormatError(
+            f"lite format version {FORMAT_VERSION} cannot store {where} as {arr.dtype.name} "
+            f"(allowed: {', '.join(spec.dtypes)})"
+        )
+    return arr
+
+
 def _classes_doc(classes: np.ndarray | None) -> dict[str, Any] | None:
     if classes is None:
         return None
     kind = classes.dtype.kind
-    if kind in "iu":
-        if classes.size and (int(classes.max()) > 2**63 - 1):
+    if kind in "iu":  # every integer width is stored (and loads) as int64
+        if classes.size and int(classes.max()) > 2**63 - 1:
             raise ModelFormatError("integer class labels above 2**63 - 1 cannot be saved")
         return {"dtype": "int64", "values": [int(v) for v in classes.tolist()]}
-    name = {"f": "float64", "b": "bool", "U": "str"}[kind]
-    return {"dtype": name, "values": classes.tolist()}
+    if kind == "f":
+        return {"dtype": "float64", "values": classes.astype(np.float64).tolist()}
+    return {"dtype": {"b": "bool", "U": "str"}[kind], "values": classes.tolist()}
 
 
-def _model_from_doc(doc: Any, take: Callable[[Any, str, tuple[str, ...]], np.ndarray]) -> Model:
-    """Build a Model from a parsed document; ``take`` decodes one array field."""
+def _model_from_doc(doc: Any, take: _Take, all_used: Callable[[], None] = lambda: None) -> Model:
+    """Build a Model from a parsed document; ``take`` decodes one array field.
+
+    Every array is decoded and ``all_used`` checks the data section is exhausted
+    before any IR object is built, so structural errors come last.
+    """
     _keys(doc, _MODEL_KEYS, "model")
     steps_doc = doc["steps"]
     if not isinstance(steps_doc, list) or not steps_doc:
         raise ModelFormatError("model.steps must be a non-empty list")
-    steps = [_step_from_doc(s, i, take) for i, s in enumerate(steps_doc)]
+    step_fields = [_step_fields(s, i, take) for i, s in enumerate(steps_doc)]
+    all_used()
     names = doc["feature_names"]
     if names is not None and not (
         isinstance(names, list) and all(isinstance(n, str) for n in names)
@@ -221,120 +449,187 @@ def _model_from_doc(doc: Any, take: Callable[[Any, str, tuple[str, ...]], np.nda
         raise ModelFormatError("model.feature_names must be null or a list of strings")
     if not isinstance(doc["metadata"], dict):
         raise ModelFormatError("model.metadata must be an object")
-    return Model(
-        steps=tuple(steps),
-        task=_enum(doc["task"], Task, "model.task"),
-        n_features=_int(doc["n_features"], "model.n_features"),
-        link=_enum(doc["link"], Link, "model.link"),
-        classes=_classes_from_doc(doc["classes"]),
-        predict_from=_enum(doc["predict_from"], PredictFrom, "model.predict_from"),
-        feature_names=None if names is None else tuple(names),
-        metadata=doc["metadata"],
-    )
+    _check_nesting(doc["metadata"])
+    fields = {
+        "task": _enum(doc["task"], Task, "model.task"),
+        "n_features": _int(doc["n_features"], "model.n_features"),
+        "link": _enum(doc["link"], Link, "model.link"),
+        "classes": _classes_from_doc(doc["classes"]),
+        "predict_from": _enum(doc["predict_from"], PredictFrom, "model.predict_from"),
+        "feature_names": None if names is None else tuple(names),
+        "metadata": doc["metadata"],
+    }
+    return Model(steps=tuple(cls(**kwargs) for cls, kwargs in step_fields), **fields)
 
 
-def _step_from_doc(doc: Any, index: int, take: Callable[..., np.ndarray]) -> Step:
+def _step_fields(doc: Any, index: int, take: _Take) -> tuple[type[Step], dict[str, Any]]:
     where = f"model.steps[{index}]"
-    if not isinstance(doc, dict) or doc.get("type") not in _STEPS:
+    if not isinstance(doc, dict):
+        raise ModelFormatError(f"{where} must be an object")
+    name = doc.get("type")
+    if not isinstance(name, str) or name not in _STEPS:
         kinds = ", ".join(sorted(_STEPS))
-        raise ModelFormatError(f"{where}.type must be one of {kinds}")
-    kind = _STEPS[doc["type"]]
+        raise ModelFormatError(f"{where}.type must be one of {kinds}, got {_show(name)}")
+    kind = _STEPS[name]
     _keys(doc, kind.keys, where)
-    fields: dict[str, Any] = {k: take(doc[k], f"{where}.{k}", v) for k, v in kind.arrays.items()}
+    fields: dict[str, Any] = {k: take(doc[k], f"{where}.{k}", s) for k, s in kind.arrays.items()}
     fields.update({k: _enum(doc[k], e, f"{where}.{k}") for k, e in kind.enums.items()})
     fields.update({k: _int(doc[k], f"{where}.{k}") for k in kind.ints})
-    return kind.cls(**fields)
+    return kind.cls, fields
 
 
 def _classes_from_doc(doc: Any) -> np.ndarray | None:
     if doc is None:
         return None
     _keys(doc, {"dtype", "values"}, "model.classes")
-    py = _CLASS_DTYPES.get(doc["dtype"])
-    values = doc["values"]
-    if py is None or not isinstance(values, list):
-        raise ModelFormatError("model.classes needs a dtype (int64, float64, bool, str) and values")
-    if not all(type(v) is py or (py is float and type(v) is int) for v in values):
-        raise ModelFormatError(f"model.classes values must all be {doc['dtype']}")
-    if py is int and any(not -(2**63) <= v < 2**63 for v in values):
-        raise ModelFormatError("model.classes values exceed int64")
-    if py is float and not all(math.isfinite(v) for v in values):
-        raise ModelFormatError("model.classes values must be finite")
-    return np.array(values, dtype=str if py is str else doc["dtype"])
+    dtype, values = doc["dtype"], doc["values"]
+    if not isinstance(dtype, str) or dtype not in _CLASS_DTYPES:
+        allowed = ", ".join(_CLASS_DTYPES)
+        raise ModelFormatError(f"model.classes.dtype must be one of {allowed}, got {_show(dtype)}")
+    if not isinstance(values, list):
+        raise ModelFormatError("model.classes.values must be a list")
+    expected = _CLASS_DTYPES[dtype]
+    for i, v in enumerate(values):
+        if type(v) is not expected or not _in_class_range(v):
+            raise ModelFormatError(f"model.classes.values[{i}] = {_show(v)} is not a {dtype} label")
+    classes = np.array(values, dtype=str if expected is str else dtype)
+    if expected is str and classes.tolist() != values:
+        raise ModelFormatError("model.classes.values end in NUL characters, which numpy drops")
+    return classes
+
+
+def _in_class_range(value: Any) -> bool:
+    if type(value) is int:
+        return -(2**63) <= value < 2**63
+    if type(value) is float:
+        return math.isfinite(value)
+    return True
 
 
 def _keys(doc: Any, expected: set[str], where: str) -> None:
     if not isinstance(doc, dict):
-        raise ModelFormatError(f"{where} must be an object")
+        raise ModelFormatError(f"{where} must be an object, got {_show(doc)}")
     missing, extra = expected - doc.keys(), doc.keys() - expected
-    if missing or extra:
-        raise ModelFormatError(
-            f"{where} has missing keys {sorted(missing)} / unknown keys {sorted(extra)}"
-        )
+    if missing:
+        raise ModelFormatError(f"{where} has missing keys: {', '.join(sorted(missing))}")
+    if extra:
+        raise ModelFormatError(f"{where} has unknown keys: {', '.join(sorted(extra))}")
 
 
 def _enum(value: Any, enum: type[Enum], where: str) -> Any:
-    try:
-        return enum(value)
-    except ValueError:
-        allowed = ", ".join(str(m.value) for m in enum)  # type: ignore[attr-defined]
-        raise ModelFormatError(f"{where} must be one of {allowed}, got {value!r}") from None
+    allowed = [m.value for m in enum]  # type: ignore[attr-defined]
+    if not isinstance(value, str) or value not in allowed:
+        raise ModelFormatError(f"{where} must be one of {', '.join(allowed)}, got {_show(value)}")
+    return enum(value)
 
 
-def _int(value: Any, where: str) -> int:
-    if type(value) is not int or not 0 <= value < 2**31:
-        raise ModelFormatError(f"{where} must be an integer in [0, 2**31), got {value!r}")
+def _int(value: Any, where: str, limit: int = _MAX_COUNT) -> int:
+    # type() rather than isinstance(): JSON true/false must not pass for 1/0.
+    if type(value) is not int or not 0 <= value < limit:
+        raise ModelFormatError(f"{where} must be an integer in [0, {limit}), got {_show(value)}")
     return value
 
 
-def _shape(
-    doc: dict[str, Any], where: str, allowed: tuple[str, ...]
-) -> tuple[np.dtype, tuple[int, ...]]:
+def _check_nesting(metadata: Any) -> None:
+    """Bound metadata depth, so no recursive code (json, repr) meets a hostile one."""
+    stack = [(metadata, 1)]
+    while stack:  # iterative: the point is to avoid recursion limits
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value
+        if not isinstance(value, dict | list):
+            continue
+        if depth > _MAX_NESTING:
+            raise ModelFormatError(
+                f"model.metadata nests deeper than {_MAX_NESTING} levels of lists and objects"
+            )
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _show(value: Any) -> str:
+    """A short repr for messages: hostile files can hold huge or deeply nested values."""
+    short = reprlib.Repr()  # keyword arguments only from Python 3.12
+    short.maxlevel, short.maxstring, short.maxother = 3, 40, 40
+    return short.repr(value)
+
+
+def _shape(doc: dict[str, Any], where: str, spec: _Array) -> tuple[np.dtype, tuple[int, ...]]:
     dtype, shape = doc["dtype"], doc["shape"]
-    if dtype not in allowed:
-        raise ModelFormatError(f"{where}.dtype must be one of {', '.join(allowed)}, got {dtype!r}")
+    if not isinstance(dtype, str) or dtype not in spec.dtypes:
+        allowed = ", ".join(spec.dtypes)
+        raise ModelFormatError(f"{where}.dtype must be one of {allowed}, got {_show(dtype)}")
     if not isinstance(shape, list) or not 1 <= len(shape) <= 2:
         raise ModelFormatError(f"{where}.shape must be a list of 1 or 2 sizes")
     dims = tuple(_int(d, f"{where}.shape") for d in shape)
     if math.prod(dims) > _MAX_ELEMENTS:
-        raise ModelFormatError(f"{where} declares {math.prod(dims)} elements, above the limit")
+        raise ModelFormatError(
+            f"{where}.shape declares {math.prod(dims)} elements, above the limit of {_MAX_ELEMENTS}"
+        )
     return _DTYPES[dtype], dims
 
 
 # =========================================================================== JSON encoding
 def _json_array(arr: np.ndarray) -> dict[str, Any]:
+    # tolist() widens float32 to float64 exactly; json writes repr(), which reads back exactly.
     data = arr.ravel().tolist()
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
         data = [v if math.isfinite(v) else ("inf" if v > 0 else "-inf") for v in data]
     return {"dtype": arr.dtype.name, "shape": list(arr.shape), "data": data}
 
 
-def _json_take(doc: Any, where: str, allowed: tuple[str, ...]) -> np.ndarray:
+def _json_take(doc: Any, where: str, spec: _Array) -> np.ndarray:
     _keys(doc, {"dtype", "shape", "data"}, where)
-    dtype, shape = _shape(doc, where, allowed)
+    dtype, shape = _shape(doc, where, spec)
     data = doc["data"]
     if not isinstance(data, list) or len(data) != math.prod(shape):
         raise ModelFormatError(f"{where}.data must be a list of {math.prod(shape)} values")
     if dtype.kind == "f":
-        ok = all(type(v) in (int, float) or v in ("inf", "-inf") for v in data)
-        data = [float(v) for v in data] if ok else None
-    elif dtype.kind == "i":
-        ok = all(type(v) is int and -(2**31) <= v < 2**31 for v in data)
-    else:
-        ok = all(type(v) is bool for v in data)
-    if not ok:
-        raise ModelFormatError(f"{where}.data has values that are not {dtype.name}")
-    return (
-        np.array(data, dtype=np.float64 if dtype.kind == "f" else dtype)
-        .astype(dtype)
-        .reshape(shape)
-    )
+        return _json_floats(data, dtype, where, spec.infinite).reshape(shape)
+    expected = int if dtype.kind == "i" else bool
+    if not set(map(type, data)) <= {expected}:
+        _fail_at(data, where, dtype, lambda v: type(v) is expected)
+    if expected is int and data and not (min(data) >= -(2**31) and max(data) < 2**31):
+        _fail_at(data, where, dtype, lambda v: -(2**31) <= v < 2**31)
+    return np.array(data, dtype=dtype.newbyteorder("=")).reshape(shape)
+
+
+def _json_floats(data: list[Any], dtype: np.dtype, where: str, infinite: bool) -> np.ndarray:
+    # Writers always print floats with a point or exponent, so a JSON integer is not a float.
+    if infinite and any(type(v) is str for v in data):
+        data = [_INFINITIES.get(v, v) if type(v) is str else v for v in data]
+    if not set(map(type, data)) <= {float}:
+        _fail_at(data, where, dtype, lambda v: type(v) is float)
+    wide = np.array(data, dtype=np.float64)
+    if not infinite and not np.all(np.isfinite(wide)):  # 1e999 parses as inf
+        _fail_at(data, where, dtype, math.isfinite)
+    if dtype.itemsize == wide.itemsize:
+        return wide
+    with np.errstate(over="ignore"):  # an out-of-range value is reported just below
+        narrow = wide.astype(np.float32)
+    inexact = np.flatnonzero(narrow != wide)
+    if inexact.size:
+        _fail_index(data, int(inexact[0]), where, dtype)
+    return narrow
+
+
+def _fail_at(data: list[Any], where: str, dtype: np.dtype, ok: Callable[[Any], bool]) -> None:
+    """Raise naming the first value of ``data`` that is not ``ok``."""
+    _fail_index(data, next(i for i, v in enumerate(data) if not ok(v)), where, dtype)
+
+
+def _fail_index(data: list[Any], i: int, where: str, dtype: np.dtype) -> None:
+    raise ModelFormatError(f"{where}.data[{i}] = {_show(data[i])} is not a {dtype.name} value")
 
 
 def _canonical_compact(value: Any) -> bytes:
-    return json.dumps(
+    text = json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    )
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ModelFormatError(
+            "the model holds text that is not valid Unicode (a lone surrogate)"
+        ) from None
 
 
 def _pretty(value: Any, indent: int) -> str:
@@ -346,40 +641,49 @@ def _pretty(value: Any, indent: int) -> str:
             for k in sorted(value)
         ]
         return "{\n" + ",\n".join(items) + "\n" + "  " * indent + "}"
-    if isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
+    # set(map(type, ...)) runs at C speed over the long data lists.
+    if isinstance(value, list) and not _CONTAINERS.isdisjoint(map(type, value)):
         items = [pad + _pretty(v, indent + 1) for v in value]
         return "[\n" + ",\n".join(items) + "\n" + "  " * indent + "]"
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
 
 
 def _json_text(model_doc: dict[str, Any], digest: str) -> bytes:
+    """The canonical JSON file for a model document and its digest."""
     body = _pretty(model_doc, 1)
-    return _JSON_PREFIX + f'  "sha256": "{digest}",\n  "model": {body}\n}}\n'.encode()
+    text = f'  "sha256": "{digest}",\n  "model": {body}\n}}\n'
+    try:
+        return _JSON_PREFIX + text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ModelFormatError(
+            "the model holds text that is not valid Unicode (a lone surrogate)"
+        ) from None
 
 
-def to_json_bytes(model: Model) -> bytes:
-    """The readable, canonical JSON encoding of ``model``."""
-    doc = _model_doc(model, _json_array)
-    return _json_text(doc, hashlib.sha256(_canonical_compact(doc)).hexdigest())
+def _check_json_version(data: bytes) -> None:
+    """Refuse non-lite files and other versions; a damaged version line is corruption."""
+    if data.startswith(_JSON_PREFIX):
+        return
+    if not data.startswith(_JSON_START):
+        raise ModelFormatError("not a fedge lite file (it does not start with the lite header)")
+    token = data[len(_JSON_START) : len(_JSON_START) + 12].split(b",\n", 1)[0]
+    if not (token.isdigit() and len(token) <= 9 and int(token) != FORMAT_VERSION):
+        raise IntegrityError("the lite file is corrupted: its version line is damaged")
+    raise ModelFormatError(
+        f"lite format version {int(token)} is not supported (this fedge reads version "
+        f"{FORMAT_VERSION}); upgrade fedge"
+    )
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
-def from_json_bytes(data: bytes) -> Model:
-    """Parse, verify (digest and canonical form) and validate a JSON lite file."""
-    if not data.startswith(_JSON_PREFIX):
-        if data.startswith(_JSON_START):
-            version = data[len(_JSON_START) :].split(b",", 1)[0][:20]
-            raise ModelFormatError(
-                f"lite format version {version.decode('ascii', 'replace')} is not supported "
-                f"(this fedge reads version {FORMAT_VERSION}); upgrade fedge"
-            )
-        raise ModelFormatError("not a fedge lite file (it does not start with the lite header)")
+def _verified_json_document(data: bytes) -> Any:
+    """The ``model`` value of a JSON file whose digest and canonical form both check out."""
     try:
         top = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise IntegrityError(f"the lite file is corrupted: {exc}") from None
     if not isinstance(top, dict) or set(top) != {"format", "version", "sha256", "model"}:
         raise IntegrityError("the lite file is corrupted: wrong top-level keys")
@@ -387,7 +691,7 @@ def from_json_bytes(data: bytes) -> Model:
     try:
         actual = hashlib.sha256(_canonical_compact(model_doc)).hexdigest()
         canonical = _json_text(model_doc, actual) if isinstance(model_doc, dict) else b""
-    except (TypeError, ValueError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ModelFormatError is a ValueError too
         raise IntegrityError(f"the lite file is corrupted: {exc}") from None
     if not isinstance(digest, str) or digest != actual:
         raise IntegrityError("the lite file's SHA-256 does not match its content: it was altered")
@@ -395,76 +699,114 @@ def from_json_bytes(data: bytes) -> Model:
         raise IntegrityError(
             "the lite file is not in canonical form: it was edited after fedge wrote it"
         )
-    return _model_from_doc(model_doc, _json_take)
+    return model_doc
 
 
 # =========================================================================== binary encoding
-def to_binary_bytes(model: Model) -> bytes:
-    """The compact binary encoding of ``model`` (its length is the model's size)."""
-    chunks: list[bytes] = []
-    offset = 0
-
-    def put(arr: np.ndarray) -> dict[str, Any]:
-        nonlocal offset
-        raw = arr.astype(_DTYPES[arr.dtype.name], copy=False).tobytes()
-        ref = {
-            "dtype": arr.dtype.name,
-            "shape": list(arr.shape),
-            "offset": offset,
-            "nbytes": len(raw),
-        }
-        chunks.append(raw)
-        offset += len(raw)
-        return ref
-
-    header = _canonical_compact(_model_doc(model, put))
-    body = b"".join(chunks)
-    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header), len(body))
-    digest = hashlib.sha256(prefix + header + body).digest()
-    return prefix + digest + header + body
+def _binary_digest(prefix: bytes | memoryview, *rest: bytes | memoryview) -> bytes:
+    h = hashlib.sha256(prefix)
+    for part in rest:
+        h.update(part)
+    return h.digest()
 
 
-def from_binary_bytes(data: bytes) -> Model:
-    """Verify (lengths and digest) and validate a binary lite file."""
-    if len(data) < len(MAGIC) or not data.startswith(MAGIC):
+def _verified_binary_prefix(view: memoryview) -> tuple[int, int]:
+    """Check magic, version, lengths and digest; return (flags, header length)."""
+    if bytes(view[: len(MAGIC)]) != MAGIC:
         raise ModelFormatError("not a fedge lite file (bad magic bytes)")
-    if len(data) < _HEAD_SIZE:
-        raise IntegrityError(f"the .fedge file is truncated ({len(data)} bytes)")
-    _, version, flags, header_len, data_len = _PREFIX.unpack_from(data)
+    if len(view) < len(MAGIC) + _VERSION.size:
+        raise IntegrityError(f"the .fedge file is truncated ({len(view)} bytes)")
+    (version,) = _VERSION.unpack_from(view, len(MAGIC))
     if version != FORMAT_VERSION:
         raise ModelFormatError(
             f"lite format version {version} is not supported (this fedge reads version "
             f"{FORMAT_VERSION}); upgrade fedge"
         )
-    digest = data[_PREFIX.size : _HEAD_SIZE]
-    if hashlib.sha256(data[: _PREFIX.size] + data[_HEAD_SIZE:]).digest() != digest:
+    if len(view) < _HEAD_SIZE:
+        raise IntegrityError(f"the .fedge file is truncated ({len(view)} bytes)")
+    _, _, flags, header_len, data_len = _PREFIX.unpack_from(view)
+    declared = _HEAD_SIZE + header_len + data_len
+    if declared != len(view):
         raise IntegrityError(
-            "the .fedge file's SHA-256 does not match: it was altered or truncated"
+            f"the .fedge file has {len(view)} bytes but its prefix declares {declared}: "
+            "it was truncated, extended or altered"
         )
-    if flags != 0 or _HEAD_SIZE + header_len + data_len != len(data):
-        raise ModelFormatError("the .fedge prefix is inconsistent (flags or lengths)")
-    header = data[_HEAD_SIZE : _HEAD_SIZE + header_len]
-    body = memoryview(data)[_HEAD_SIZE + header_len :]
+    digest = _binary_digest(view[: _PREFIX.size], view[_HEAD_SIZE:])
+    if digest != bytes(view[_PREFIX.size : _HEAD_SIZE]):
+        raise IntegrityError("the .fedge file's SHA-256 does not match: it was altered")
+    return flags, header_len
+
+
+def _parsed_header(raw: bytes) -> Any:
     try:
-        doc = json.loads(header.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        canonical = _canonical_compact(doc)
+    except (ValueError, RecursionError) as exc:
         raise ModelFormatError(f"the .fedge header is not valid JSON: {exc}") from None
-    cursor = 0
+    if canonical != raw:
+        raise IntegrityError(
+            "the .fedge header is not in canonical form: it was not written by fedge"
+        )
+    return doc
 
-    def take(ref: Any, where: str, allowed: tuple[str, ...]) -> np.ndarray:
-        nonlocal cursor
-        _keys(ref, {"dtype", "shape", "offset", "nbytes"}, where)
-        dtype, shape = _shape(ref, where, allowed)
-        size = math.prod(shape) * dtype.itemsize
-        if ref["offset"] != cursor or ref["nbytes"] != size or cursor + size > len(body):
-            raise ModelFormatError(f"{where} points outside the data section or out of order")
-        arr = np.frombuffer(body[cursor : cursor + size], dtype=dtype).reshape(shape)
-        cursor += size
-        if dtype.kind == "b" and np.any(np.frombuffer(arr.tobytes(), np.uint8) > 1):
+
+def _binary_array(
+    ref: Any, where: str, spec: _Array, body: memoryview, cursor: int
+) -> tuple[np.ndarray, int]:
+    """Decode the array ``ref`` points to; arrays tile the data section in document order."""
+    _keys(ref, {"dtype", "shape", "offset", "nbytes"}, where)
+    dtype, shape = _shape(ref, where, spec)
+    offset = _int(ref["offset"], f"{where}.offset", _MAX_OFFSET)
+    nbytes = _int(ref["nbytes"], f"{where}.nbytes", _MAX_OFFSET)
+    size = math.prod(shape) * dtype.itemsize
+    if offset != cursor:
+        raise ModelFormatError(
+            f"{where}.offset is {offset}, expected {cursor}: arrays follow each other in order"
+        )
+    if nbytes != size:
+        raise ModelFormatError(f"{where}.nbytes is {nbytes}, but its shape and dtype need {size}")
+    if offset + size > len(body):
+        raise ModelFormatError(
+            f"{where} ends at byte {offset + size}, outside the data section ({len(body)} bytes)"
+        )
+    raw = body[offset : offset + size]
+    if dtype.kind == "b":
+        octets = np.frombuffer(raw, dtype=np.uint8)
+        if np.any(octets > 1):
             raise ModelFormatError(f"{where} has bool bytes other than 0 and 1")
-        return arr.astype(dtype.newbyteorder("="))
+        arr = octets.astype(np.bool_)
+    else:
+        arr = np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="))
+    return arr.reshape(shape), offset + size
 
-    model = _model_from_doc(doc, take)
-    if cursor != len(body):
-        raise ModelFormatError(f"the data section has {len(body) - cursor} unused bytes")
-    return model
+
+# =========================================================================== files
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write through a temporary file in the same directory and one rename.
+
+    The data is flushed to disk before the rename, and the rename before returning,
+    so a crash leaves the old file or the new one, never a truncated mix.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    # Mode 0o666 lets the umask decide, as for open(); mkstemp would force 0o600.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename durable on POSIX; directories cannot be opened on Windows.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
