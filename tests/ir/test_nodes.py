@@ -205,3 +205,19 @@ def test_validate_catches_a_model_mutated_behind_the_constructor() -> None:
     object.__setattr__(model, "steps", (hacked,))
     with pytest.raises(InvalidModelError, match="non-finite"):
         validate(model)
+
+
+def test_classes_are_normalised_to_one_dtype_per_kind() -> None:
+    assert linear_model(classes=np.array([3, 7], np.int32)).classes.dtype == np.int64
+    assert linear_model(classes=np.array([0.5, 1.5], np.float32)).classes.dtype == np.float64
+    wide = np.array(["no", "yes"], dtype="<U10")
+    assert linear_model(classes=wide).classes.dtype == np.dtype("<U3")
+    assert models_equal(linear_model(classes=np.array([0, 1], np.uint8)), linear_model())
+
+
+def test_deeply_nested_metadata_is_an_invalid_model() -> None:
+    deep: dict = {}
+    for _ in range(5000):
+        deep = {"x": deep}
+    with pytest.raises(InvalidModelError, match="nests too deeply"):
+        linear_model(metadata=deep)

@@ -428,7 +428,9 @@ class TreeEnsemble:
             )
         if self.leaf_values.dtype != self.base_score.dtype:
             raise _fail(owner, "leaf_values and base_score must share one precision")
-        bad = (self.tree_offset < 0) | (self.tree_offset + self.leaf_width > self.n_outputs)
+        # int64: tree_offset + leaf_width would wrap around in int32.
+        end = self.tree_offset.astype(np.int64) + self.leaf_width
+        bad = (self.tree_offset < 0) | (end > self.n_outputs)
         if np.any(bad):
             t = int(np.flatnonzero(bad)[0])
             first = int(self.tree_offset[t])
@@ -535,6 +537,8 @@ class Model:
         self._check_feature_names()
         try:
             text = json.dumps(dict(self.metadata), sort_keys=True, allow_nan=False)
+        except RecursionError:
+            raise _fail(owner, "metadata nests too deeply") from None
         except (TypeError, ValueError) as exc:
             raise _fail(owner, f"metadata must be JSON-compatible: {exc}") from None
         _set(self, "metadata", json.loads(text))
@@ -576,7 +580,7 @@ class Model:
             raise _fail(owner, "classes must be distinct")
         if classes.dtype.kind == "f" and not np.all(np.isfinite(classes)):
             raise _fail(owner, "classes must be finite")
-        _set(self, "classes", _readonly(classes))
+        _set(self, "classes", _readonly(_normalise_classes(classes)))
         n = classes.shape[0]
         if not (k == n or (k == 1 and n == 2)):
             raise _fail(owner, f"{n} classes need {n} outputs (or 1 for binary), got {k}")
@@ -621,6 +625,21 @@ def validate(model: Model) -> Model:
     steps = tuple(dataclasses.replace(step) for step in model.steps)
     dataclasses.replace(model, steps=steps)
     return model
+
+
+def _normalise_classes(classes: np.ndarray) -> np.ndarray:
+    """One dtype per kind (int64, float64, bool, narrowest str), so equal labels give equal
+    models whatever width the source library used, and files round-trip bit for bit."""
+    kind = classes.dtype.kind
+    if kind in "iu":
+        if classes.size and int(classes.max()) > np.iinfo(np.int64).max:
+            raise _fail("Model", "integer classes above 2**63 - 1 are not supported")
+        return classes.astype(np.int64)
+    if kind == "f":
+        return classes.astype(np.float64)
+    if kind == "U":
+        return np.array(classes.tolist(), dtype=str)
+    return classes
 
 
 def accepts_missing(model: Model) -> bool:
