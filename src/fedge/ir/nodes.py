@@ -399,6 +399,12 @@ class TreeEnsemble:
     def leaf_width(self) -> int:
         return int(self.leaf_values.shape[1])
 
+    def device_thresholds(self) -> np.ndarray:
+        """float32 thresholds a device compares float32 inputs with (exact, see round_threshold)."""
+        if self.threshold.dtype == np.float32:
+            return self.threshold
+        return round_threshold(self.threshold, self.comparison)
+
     @property
     def max_depth(self) -> int:
         return int(self.depths.max()) if self.depths.size else 0

@@ -41,7 +41,6 @@ from fedge.ir.nodes import (
     Task,
     TreeEnsemble,
     accepts_missing,
-    round_threshold,
 )
 
 __all__ = ["Mode", "check_input", "decision_function", "predict", "predict_proba", "reads_float32"]
@@ -278,12 +277,7 @@ def _trees(step: TreeEnsemble, X: np.ndarray, mode: Mode) -> np.ndarray:
     # float32 for XGBoost, which sums its float32 leaves in float32.
     leaf_dtype = step.leaf_values.dtype.type if mode is Mode.REFERENCE else np.float32
     if mode is Mode.DEVICE:
-        threshold = (
-            step.threshold.astype(np.float32)
-            if step.threshold.dtype == np.float32
-            else round_threshold(step.threshold, step.comparison)
-        )
-        Xc = X
+        threshold, Xc = step.device_thresholds(), X
     elif step.input_precision is Precision.FLOAT32:
         threshold = step.threshold.astype(np.float64)
         Xc = X.astype(np.float32).astype(np.float64)

@@ -36,7 +36,6 @@ from fedge.ir.nodes import (
     Step,
     Task,
     TreeEnsemble,
-    round_threshold,
 )
 
 __all__ = ["LAYOUTS", "CSource", "emit_c"]
@@ -201,11 +200,7 @@ class _Emitter:
             self.inline_trees(i, step, src, dst)
             return
         n = self.name
-        threshold = (
-            step.threshold.astype(np.float32)
-            if step.threshold.dtype == np.float32
-            else round_threshold(step.threshold, step.comparison)
-        )
+        threshold = step.device_thresholds()
         refs = np.concatenate([step.left, step.right, step.roots])
         ref_type, ref_rd = _int_type(int(refs.min()), int(refs.max()))
         feat_type, feat_rd = _int_type(0, step.n_features - 1)
@@ -223,20 +218,9 @@ class _Emitter:
         off_rd = _int_type(0, step.n_outputs)[1]
         cmp = "<=" if step.comparison is Comparison.LE else "<"
         width = step.leaf_width
-        mean = step.aggregation is Aggregation.MEAN
-        start = "" if mean else f"        {dst}[j] += FEDGE_RD_F32({n(i, 'base')}, j);\n"
-        finish = (
-            f"    for (j = 0; j < {step.n_outputs}; ++j) {{\n"
-            f"        {dst}[j] /= {_f32(step.n_trees)};\n"
-            f"        {dst}[j] += FEDGE_RD_F32({n(i, 'base')}, j);\n"
-            f"    }}\n"
-            if mean
-            else ""
-        )
+        start, finish = _accumulate(step, dst, n(i, "base"))
         self.body.append(
-            f"    for (j = 0; j < {step.n_outputs}; ++j) {{\n"
-            f"        {dst}[j] = 0.0f;\n{start}"
-            f"    }}\n"
+            f"{start}"
             f"    for (t = 0; t < {step.n_trees}; ++t) {{\n"
             f"        long node = {ref_rd}({n(i, 'roots')}, t);\n"
             f"        long out = {off_rd}({n(i, 'offset')}, t);\n"
@@ -257,11 +241,7 @@ class _Emitter:
     def inline_trees(self, i: int, step: TreeEnsemble, src: str, dst: str) -> None:
         """One flat static function per tree: labelled splits and gotos, no nesting, so any
         depth compiles; trees are called in order, so sums are the table layout's."""
-        threshold = (
-            step.threshold.astype(np.float32)
-            if step.threshold.dtype == np.float32
-            else round_threshold(step.threshold, step.comparison)
-        )
+        threshold = step.device_thresholds()
         cmp = "<=" if step.comparison is Comparison.LE else "<"
         leaves = step.leaf_values.astype(np.float32)
         base = self.name(i, "base")
@@ -301,20 +281,8 @@ class _Emitter:
             lines.append("}\n")
             self.helpers.append("".join(lines))
             calls.append(f"    {fn}({src}, {dst});\n")
-        mean = step.aggregation is Aggregation.MEAN
-        start = "" if mean else f"        {dst}[j] += FEDGE_RD_F32({base}, j);\n"
-        finish = (
-            f"    for (j = 0; j < {step.n_outputs}; ++j) {{\n"
-            f"        {dst}[j] /= {_f32(step.n_trees)};\n"
-            f"        {dst}[j] += FEDGE_RD_F32({base}, j);\n"
-            f"    }}\n"
-            if mean
-            else ""
-        )
-        self.body.append(
-            f"    for (j = 0; j < {step.n_outputs}; ++j) {{\n"
-            f"        {dst}[j] = 0.0f;\n{start}    }}\n" + "".join(calls) + finish
-        )
+        start, finish = _accumulate(step, dst, base)
+        self.body.append(start + "".join(calls) + finish)
 
     def step(self, i: int, step: Step, src: str, dst: str) -> None:
         handlers = {
@@ -328,6 +296,24 @@ class _Emitter:
         if handler is None:  # a new IR step without a C handler must fail loudly
             raise UnsupportedModelError(f"the C backend cannot emit {type(step).__name__} steps")
         handler(i, step, src, dst)  # type: ignore[operator]
+
+
+def _accumulate(step: TreeEnsemble, dst: str, base: str) -> tuple[str, str]:
+    """Code before and after the trees add their leaves to ``dst``, in device mode's order:
+    sum: ``0 + base``, then the trees; mean: ``0``, the trees, ``/ n_trees``, ``+ base``."""
+    mean = step.aggregation is Aggregation.MEAN
+    add_base = f"        {dst}[j] += FEDGE_RD_F32({base}, j);\n"
+    start = (
+        f"    for (j = 0; j < {step.n_outputs}; ++j) {{\n"
+        f"        {dst}[j] = 0.0f;\n{'' if mean else add_base}    }}\n"
+    )
+    finish = (
+        f"    for (j = 0; j < {step.n_outputs}; ++j) {{\n"
+        f"        {dst}[j] /= {_f32(step.n_trees)};\n{add_base}    }}\n"
+        if mean
+        else ""
+    )
+    return start, finish
 
 
 def _width(model: Model) -> int:
