@@ -68,21 +68,30 @@ void tiny_decision_function(const float *x, float *scores)
     for (j = 0; j < 1; ++j) scores[j] = a[j];
 }
 
-void tiny_predict_proba(const float *x, float *proba)
+static void tiny_proba_from_scores(const float *s, float *proba)
 {
-    float s[1];
     long j;
-    tiny_decision_function(x, s);
     proba[1] = tiny_logistic(s[0]);
     proba[0] = 1.0f - proba[1];
     (void)j;
 }
+void tiny_predict_proba(const float *x, float *proba)
+{
+    float s[1];
+    tiny_decision_function(x, s);
+    tiny_proba_from_scores(s, proba);
+}
 
+static int tiny_label_from_scores(const float *s)
+{
+    const float *v = s;
+    return v[0] > 0.0f ? 1 : 0;
+}
 int tiny_predict(const float *x)
 {
-    float v[1];
-    tiny_decision_function(x, v);
-    return v[0] > 0.0f ? 1 : 0;
+    float s[1];
+    tiny_decision_function(x, s);
+    return tiny_label_from_scores(s);
 }
 
 void tiny_decision_function_batch(const float *x, long n, float *scores)
@@ -93,12 +102,22 @@ void tiny_decision_function_batch(const float *x, long n, float *scores)
 
 void tiny_predict_proba_batch(const float *x, long n, float *proba)
 {
-    long i;
-    for (i = 0; i < n; ++i) tiny_predict_proba(x + i * 2, proba + i * 2);
+    float s[8];
+    long i0, r;
+    for (i0 = 0; i0 < n; i0 += 8) {
+        long m = n - i0 < 8 ? n - i0 : 8;
+        tiny_decision_function_batch(x + i0 * 2, m, s);
+        for (r = 0; r < m; ++r) tiny_proba_from_scores(s + r * 1, proba + (i0 + r) * 2);
+    }
 }
 
 void tiny_predict_batch(const float *x, long n, int *labels)
 {
-    long i;
-    for (i = 0; i < n; ++i) labels[i] = tiny_predict(x + i * 2);
+    float s[8];
+    long i0, r;
+    for (i0 = 0; i0 < n; i0 += 8) {
+        long m = n - i0 < 8 ? n - i0 : 8;
+        tiny_decision_function_batch(x + i0 * 2, m, s);
+        for (r = 0; r < m; ++r) labels[i0 + r] = tiny_label_from_scores(s + r * 1);
+    }
 }

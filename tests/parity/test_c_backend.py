@@ -85,6 +85,12 @@ def test_compiled_model_matches_device_mode_bit_for_bit(name: str) -> None:
         np.testing.assert_array_equal(
             compiled.predict_proba(X), fedge.predict_proba(model, X, mode="device")
         )
+    # Batches walk blocks of 8 rows together: partial, single-row and empty batches too.
+    for rows in (X[:9], X[:1], X[:0]):
+        assert (
+            compiled.decision_function(rows).tobytes()
+            == fedge.decision_function(model, rows, mode="device").tobytes()
+        )
 
 
 # The inline layout compiles slower (seconds per large forest): a spread of tree models.
