@@ -13,9 +13,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedge.ir.nodes import Aggregation, Comparison, Precision, TreeEnsemble, round_threshold
+from fedge._version import __version__
+from fedge.ir.nodes import (
+    Aggregation,
+    Comparison,
+    Link,
+    Model,
+    Precision,
+    PredictFrom,
+    Task,
+    TreeEnsemble,
+    round_threshold,
+)
 
-__all__ = ["Tree", "assemble", "from_node_table"]
+__all__ = ["Tree", "assemble", "booster_model", "from_node_table"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,7 @@ def assemble(
     aggregation: Aggregation = Aggregation.SUM,
     comparison: Comparison = Comparison.LE,
     input_precision: Precision = Precision.FLOAT64,
+    leaf_precision: Precision = Precision.FLOAT64,
 ) -> TreeEnsemble:
     """Concatenate trees into one ensemble.
 
@@ -109,13 +121,47 @@ def assemble(
         left=np.concatenate(parts["left"]).astype(np.int32),
         right=np.concatenate(parts["right"]).astype(np.int32),
         missing_left=np.concatenate(parts["missing_left"]).astype(bool),
-        leaf_values=np.concatenate(parts["leaf_values"], axis=0),
+        leaf_values=np.concatenate(parts["leaf_values"], axis=0).astype(leaf_precision.dtype),
         roots=np.array(roots, dtype=np.int32),
         tree_offset=offsets.astype(np.int32),
         n_features=n_features,
         n_outputs=n_outputs,
-        base_score=np.zeros(n_outputs) if base_score is None else np.asarray(base_score, float),
+        base_score=(np.zeros(n_outputs) if base_score is None else np.asarray(base_score)).astype(
+            leaf_precision.dtype
+        ),
         comparison=comparison,
         aggregation=aggregation,
         input_precision=input_precision,
+    )
+
+
+def booster_model(
+    ensemble: TreeEnsemble,
+    *,
+    task: Task,
+    link: Link,
+    source: dict[str, str],
+    classes: np.ndarray | None = None,
+    feature_names: list[str] | tuple[str, ...] | None = None,
+) -> Model:
+    """The Model around a booster's ensemble (XGBoost, LightGBM).
+
+    Both libraries' classifiers decide labels on probabilities (``p > 0.5``, or argmax),
+    and encode labels as ``0 .. n_classes - 1`` unless the estimator knows better.
+    """
+    common = {
+        "steps": (ensemble,),
+        "task": task,
+        "n_features": ensemble.n_features,
+        "link": link,
+        "feature_names": tuple(feature_names) if feature_names else None,
+        "metadata": {"source": source, "fedge_version": __version__},
+    }
+    if task is Task.REGRESSION:
+        return Model(**common)
+    n_classes = 2 if ensemble.n_outputs == 1 else ensemble.n_outputs
+    return Model(
+        **common,
+        classes=np.arange(n_classes) if classes is None else np.asarray(classes),
+        predict_from=PredictFrom.PROBABILITIES,
     )

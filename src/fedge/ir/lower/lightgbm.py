@@ -26,11 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from fedge._version import __version__
 from fedge.errors import ModelFormatError, NotFittedError, UnsupportedModelError
 from fedge.ir.lower import register
-from fedge.ir.lower._trees import Tree, assemble
-from fedge.ir.nodes import Comparison, Link, Model, Precision, PredictFrom, Task
+from fedge.ir.lower._trees import Tree, assemble, booster_model
+from fedge.ir.nodes import Comparison, Link, Model, Precision, Task
 
 __all__ = ["lower_model_text"]
 
@@ -184,31 +183,14 @@ def lower_model_text(
     names = header.get("feature_names", "").split()
     if names == [f"Column_{i}" for i in range(n_features)] or len(names) != n_features:
         names = []
-    metadata = {
-        "source": {
-            "library": "lightgbm",
-            "version": lightgbm_version or "unknown",
-            "estimator": estimator,
-            "objective": header["objective"],
-        },
-        "fedge_version": __version__,
+    source = {
+        "library": "lightgbm",
+        "version": lightgbm_version or "unknown",
+        "estimator": estimator,
+        "objective": header["objective"],
     }
-    common = {
-        "steps": (ensemble,),
-        "task": task,
-        "n_features": n_features,
-        "link": link,
-        "feature_names": tuple(names) or None,
-        "metadata": metadata,
-    }
-    if task is Task.REGRESSION:
-        return Model(**common)
-    n_classes = 2 if n_outputs == 1 else n_outputs
-    return Model(
-        **common,
-        classes=np.arange(n_classes) if classes is None else np.asarray(classes),
-        # LGBMClassifier decides on probabilities: argmax of [1 - p, p] or of softmax.
-        predict_from=PredictFrom.PROBABILITIES,
+    return booster_model(
+        ensemble, task=task, link=link, source=source, classes=classes, feature_names=names
     )
 
 

@@ -8,7 +8,6 @@ reference-mode parity exact (see tests/parity).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 from typing import Any
@@ -108,13 +107,12 @@ def _linear_step(est: Any) -> Linear:
     return Linear(weights=coef.T, bias=bias)
 
 
-def _linear_classifier(est: Any, link: Link) -> Model:
+def _linear_classifier(est: Any, binary: Link, multiclass: Link) -> Model:
+    """One Linear step; ``binary`` is the link of a one-score model, ``multiclass`` of k scores."""
     _require_fitted(est, "coef_", "intercept_", "classes_")
-    classes = _classes(est)
     step = _linear_step(est)
-    if link in (Link.LOGISTIC, Link.LOGISTIC_OVR):
-        link = Link.LOGISTIC if step.n_outputs == 1 else Link.LOGISTIC_OVR
-    return _model(est, [step], task=Task.CLASSIFICATION, link=link, classes=classes)
+    link = binary if step.n_outputs == 1 else multiclass
+    return _model(est, [step], task=Task.CLASSIFICATION, link=link, classes=_classes(est))
 
 
 @register("sklearn", "LogisticRegression", "LogisticRegressionCV")
@@ -125,16 +123,16 @@ def _logistic_regression(est: Any) -> Model:
     ovr = multi_class == "ovr" or (
         multi_class in ("auto", "warn") and getattr(est, "solver", "") == "liblinear"
     )
-    model = _linear_classifier(est, Link.LOGISTIC_OVR if ovr else Link.LOGISTIC)
-    if model.n_outputs > 1 and not ovr:
-        return dataclasses.replace(model, link=Link.SOFTMAX)
-    return model
+    return _linear_classifier(est, Link.LOGISTIC, Link.LOGISTIC_OVR if ovr else Link.SOFTMAX)
 
 
 @register("sklearn", "SGDClassifier")
 def _sgd_classifier(est: Any) -> Model:
-    links = {"log_loss": Link.LOGISTIC, "modified_huber": Link.MODIFIED_HUBER}
-    return _linear_classifier(est, links.get(est.loss, Link.NONE))
+    if est.loss == "log_loss":  # one-vs-rest: sigmoid per class, rows normalised
+        return _linear_classifier(est, Link.LOGISTIC, Link.LOGISTIC_OVR)
+    if est.loss == "modified_huber":
+        return _linear_classifier(est, Link.MODIFIED_HUBER, Link.MODIFIED_HUBER)
+    return _linear_classifier(est, Link.NONE, Link.NONE)
 
 
 @register(
@@ -146,7 +144,7 @@ def _sgd_classifier(est: Any) -> Model:
     "PassiveAggressiveClassifier",
 )
 def _margin_classifier(est: Any) -> Model:
-    return _linear_classifier(est, Link.NONE)
+    return _linear_classifier(est, Link.NONE, Link.NONE)
 
 
 @register(

@@ -44,11 +44,23 @@ def _regressor_link(est: Any) -> Link:
     raise UnsupportedModelError(f"{type(est).__name__}(loss={loss!r}) is not supported")
 
 
+def _boosting_model(est: Any, ensemble: Any, predict_from: PredictFrom) -> Model:
+    if hasattr(est, "classes_"):
+        return _model(
+            est,
+            [ensemble],
+            task=Task.CLASSIFICATION,
+            link=_classifier_link(est, ensemble.n_outputs),
+            classes=_classes(est),
+            predict_from=predict_from,
+        )
+    return _model(est, [ensemble], task=Task.REGRESSION, link=_regressor_link(est))
+
+
 # --------------------------------------------------------------------------- GradientBoosting
 @register("sklearn", "GradientBoostingClassifier", "GradientBoostingRegressor")
 def _gradient_boosting(est: Any) -> Model:
     _require_fitted(est, "estimators_", "init_")
-    classifier = hasattr(est, "classes_")
     init = est.init_
     if not (isinstance(init, str) and init == "zero") and type(init).__name__ not in (
         "DummyClassifier",
@@ -78,16 +90,8 @@ def _gradient_boosting(est: Any) -> Model:
         comparison=Comparison.LE,
         input_precision=Precision.FLOAT32,
     )
-    if classifier:
-        return _model(
-            est,
-            [ensemble],
-            task=Task.CLASSIFICATION,
-            link=_classifier_link(est, n_outputs),
-            classes=_classes(est),
-            predict_from=PredictFrom.SCORES_INCLUSIVE,
-        )
-    return _model(est, [ensemble], task=Task.REGRESSION, link=_regressor_link(est))
+    # GradientBoostingClassifier labels a binary row by score >= 0.
+    return _boosting_model(est, ensemble, PredictFrom.SCORES_INCLUSIVE)
 
 
 # --------------------------------------------------------------------------- HistGradientBoosting
@@ -136,12 +140,4 @@ def _hist_gradient_boosting(est: Any) -> Model:
         comparison=Comparison.LE,
         input_precision=Precision.FLOAT64,  # HistGradientBoosting predicts on float64 inputs
     )
-    if hasattr(est, "classes_"):
-        return _model(
-            est,
-            [ensemble],
-            task=Task.CLASSIFICATION,
-            link=_classifier_link(est, n_outputs),
-            classes=_classes(est),
-        )
-    return _model(est, [ensemble], task=Task.REGRESSION, link=_regressor_link(est))
+    return _boosting_model(est, ensemble, PredictFrom.SCORES)

@@ -23,11 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from fedge._version import __version__
 from fedge.errors import ModelFormatError, NotFittedError, UnsupportedModelError
 from fedge.ir.lower import register
-from fedge.ir.lower._trees import Tree, assemble, from_node_table
-from fedge.ir.nodes import Comparison, Link, Model, Precision, PredictFrom, Task
+from fedge.ir.lower._trees import Tree, assemble, booster_model, from_node_table
+from fedge.ir.nodes import Comparison, Link, Model, Precision, Task
 
 __all__ = ["lower_model_json"]
 
@@ -186,49 +185,18 @@ def lower_model_json(
         base_score=_base_margin(_param(params, "base_score"), n_outputs, transform),
         comparison=Comparison.LT,
         input_precision=Precision.FLOAT32,
+        # Leaves and base score are exact float32, and XGBoost adds them up in float32.
+        leaf_precision=Precision.FLOAT32,
     )
-    ensemble = _as_float32(ensemble)
     names = feature_names or learner.get("feature_names") or None
-    metadata = {
-        "source": {
-            "library": "xgboost",
-            "version": xgboost_version or ".".join(str(v) for v in doc.get("version", [])),
-            "estimator": estimator,
-            "objective": objective,
-        },
-        "fedge_version": __version__,
+    source = {
+        "library": "xgboost",
+        "version": xgboost_version or ".".join(str(v) for v in doc.get("version", [])),
+        "estimator": estimator,
+        "objective": objective,
     }
-    if task is Task.REGRESSION:
-        return Model(
-            steps=(ensemble,),
-            task=task,
-            n_features=n_features,
-            link=link,
-            feature_names=tuple(names) if names else None,
-            metadata=metadata,
-        )
-    n_classes = 2 if n_outputs == 1 else n_outputs
-    return Model(
-        steps=(ensemble,),
-        task=task,
-        n_features=n_features,
-        link=link,
-        classes=np.arange(n_classes) if classes is None else np.asarray(classes),
-        # XGBClassifier decides on probabilities: p > 0.5, or argmax.
-        predict_from=PredictFrom.PROBABILITIES,
-        feature_names=tuple(names) if names else None,
-        metadata=metadata,
-    )
-
-
-def _as_float32(ensemble: Any) -> Any:
-    """Store leaves and base score as float32: exact, and XGBoost adds them up in float32."""
-    import dataclasses
-
-    return dataclasses.replace(
-        ensemble,
-        leaf_values=ensemble.leaf_values.astype(np.float32),
-        base_score=ensemble.base_score.astype(np.float32),
+    return booster_model(
+        ensemble, task=task, link=link, source=source, classes=classes, feature_names=names
     )
 
 

@@ -331,6 +331,18 @@ def _accumulate(step: TreeEnsemble, dst: str, base: str) -> tuple[str, str]:
     return start, finish
 
 
+def _steps_function(signature: str, width: int, body: list[str], src: str, n: int, out: str) -> str:
+    """A function running step bodies on one row (scratch buffers a/b), then copying the
+    ``n`` values left in ``src`` to ``out``."""
+    return (
+        f"{signature}\n{{\n"
+        f"    float a[{width}], b[{width}];\n    long j, k, t;\n"
+        f"    (void)a; (void)b; (void)j; (void)k; (void)t;\n"
+        + "".join(body)
+        + f"    for (j = 0; j < {n}; ++j) {out}[j] = {src}[j];\n}}\n"
+    )
+
+
 def _width(model: Model) -> int:
     return max([model.n_features] + [s.n_outputs for s in model.steps])
 
@@ -423,12 +435,13 @@ def emit_c(model: Model, prefix: str = "model", *, layout: str = "table") -> CSo
     has_proba = classification and model.link is not Link.NONE
     link_body, link_math = _link_code(model, p, n_out, n_classes) if has_proba else ("", set())
     math = em.math | link_math | ({"exp"} if model.link is Link.EXP else set())
-    scores_fn = (
-        f"void {p}_decision_function(const float *x, float *scores)\n{{\n"
-        f"    float a[{width}], b[{width}];\n    long j, k, t;\n"
-        f"    (void)a; (void)b; (void)j; (void)k; (void)t;\n"
-        + "".join(em.body)
-        + f"    for (j = 0; j < {n_out}; ++j) scores[j] = {src}[j];\n}}\n"
+    scores_fn = _steps_function(
+        f"void {p}_decision_function(const float *x, float *scores)",
+        width,
+        em.body,
+        src,
+        n_out,
+        "scores",
     )
     functions = [scores_fn]
     if has_proba:
@@ -569,12 +582,13 @@ def _scores_batch(model: Model, p: str, em: _Emitter, width: int) -> str:
 
     prefix_fn = ""
     if i > 0:  # the steps before the trees, one row at a time, into in[r]
-        prefix_fn = (
-            f"static void {p}_prefix(const float *x, float *out)\n{{\n"
-            f"    float a[{width}], b[{width}];\n    long j, k, t;\n"
-            f"    (void)a; (void)b; (void)j; (void)k; (void)t;\n"
-            + "".join(em.body[:i])
-            + f"    for (j = 0; j < {nf}; ++j) out[j] = {info.src}[j];\n}}\n"
+        prefix_fn = _steps_function(
+            f"static void {p}_prefix(const float *x, float *out)",
+            width,
+            em.body[:i],
+            info.src,
+            nf,
+            "out",
         )
         load = f"{p}_prefix(x + (i0 + r) * {nf}, in[r]);\n            row[r] = in[r];"
         locals_ = f"    float in[{BLOCK}][{nf}];\n"
