@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from fedge.deployment import CompiledModel, emit_c
 from fedge.deployment.toolchain import HOST_FLAGS, compile_c
 from fedge.deployment.verify import harness_source
 from fedge.errors import InvalidInputError, ToolchainError, UnsupportedModelError
-from fedge.ir import Linear, Link, Model, Task
+from fedge.ir import Linear, Link, Model, Task, TreeEnsemble
 from tools import require_tool
 from zoo import case
 
@@ -32,11 +33,50 @@ def tiny_model() -> Model:
     )
 
 
-def test_golden_files_of_a_tiny_model() -> None:
-    """The exact text for a 2-feature logistic model (update the files only on purpose)."""
-    code = emit_c(tiny_model(), "tiny")
-    assert code.header == (GOLDEN / "tiny.h").read_text()
-    assert code.source == (GOLDEN / "tiny.c").read_text()
+def tiny_trees() -> Model:
+    """Two trees: a split with NaN going left over a split with NaN going right, and a leaf."""
+    step = TreeEnsemble(
+        feature=np.array([1, 0], dtype=np.int32),
+        threshold=np.array([0.5, -1.25]),
+        left=np.array([1, ~0], dtype=np.int32),
+        right=np.array([~1, ~2], dtype=np.int32),
+        missing_left=np.array([True, False]),
+        leaf_values=np.array([[1.0], [-0.5], [2.0], [0.125]]),
+        roots=np.array([0, ~3], dtype=np.int32),
+        tree_offset=np.array([0, 0], dtype=np.int32),
+        n_features=2,
+        n_outputs=1,
+        base_score=np.array([0.0]),
+    )
+    return Model(
+        steps=(step,),
+        task=Task.REGRESSION,
+        n_features=2,
+        link=Link.IDENTITY,
+        metadata={"source": {"estimator": "tiny trees"}},
+    )
+
+
+@pytest.mark.parametrize(("name", "model"), [("tiny", tiny_model()), ("tiny_trees", tiny_trees())])
+def test_golden_files_of_tiny_models(name: str, model: Model) -> None:
+    """The exact text of small models (FEDGE_UPDATE_GOLDEN=1 rewrites the files: on purpose
+    only, after reading the diff)."""
+    code = emit_c(model, name)
+    if os.environ.get("FEDGE_UPDATE_GOLDEN") == "1":
+        (GOLDEN / f"{name}.h").write_text(code.header)
+        (GOLDEN / f"{name}.c").write_text(code.source)
+    assert code.header == (GOLDEN / f"{name}.h").read_text()
+    assert code.source == (GOLDEN / f"{name}.c").read_text()
+
+
+def test_tiny_trees_follow_their_missing_value_rules_in_c() -> None:
+    require_tool("gcc", "gcc")
+    model = tiny_trees()
+    X = np.array([[0.0, 0.0], [-2.0, 0.0], [np.nan, 0.0], [0.0, np.nan], [0.0, 0.5], [0.0, 0.75]])
+    expected = np.array([2.0, 1.0, 2.0, 2.0, 2.0, -0.5]) + 0.125
+    compiled = CompiledModel(model)
+    np.testing.assert_array_equal(fedge.predict(model, X, mode="device"), expected)
+    np.testing.assert_array_equal(compiled.predict(X), expected)
 
 
 @pytest.mark.parametrize("prefix", ["", "1abc", "a-b", "int", "x" * 40, "a b"])

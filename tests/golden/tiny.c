@@ -11,17 +11,11 @@
 #ifndef FEDGE_RD_U8
 #define FEDGE_RD_U8(table, i) ((table)[i])
 #endif
-#ifndef FEDGE_RD_I8
-#define FEDGE_RD_I8(table, i) ((table)[i])
-#endif
 #ifndef FEDGE_RD_U16
 #define FEDGE_RD_U16(table, i) ((table)[i])
 #endif
-#ifndef FEDGE_RD_I16
-#define FEDGE_RD_I16(table, i) ((table)[i])
-#endif
-#ifndef FEDGE_RD_I32
-#define FEDGE_RD_I32(table, i) ((table)[i])
+#ifndef FEDGE_RD_U32
+#define FEDGE_RD_U32(table, i) ((table)[i])
 #endif
 
 FEDGE_CONST float tiny_s0_w[2] = {
@@ -102,10 +96,10 @@ void tiny_decision_function_batch(const float *x, long n, float *scores)
 
 void tiny_predict_proba_batch(const float *x, long n, float *proba)
 {
-    float s[8];
+    float s[32];
     long i0, r;
-    for (i0 = 0; i0 < n; i0 += 8) {
-        long m = n - i0 < 8 ? n - i0 : 8;
+    for (i0 = 0; i0 < n; i0 += 32) {
+        long m = n - i0 < 32 ? n - i0 : 32;
         tiny_decision_function_batch(x + i0 * 2, m, s);
         for (r = 0; r < m; ++r) tiny_proba_from_scores(s + r * 1, proba + (i0 + r) * 2);
     }
@@ -113,10 +107,10 @@ void tiny_predict_proba_batch(const float *x, long n, float *proba)
 
 void tiny_predict_batch(const float *x, long n, int *labels)
 {
-    float s[8];
+    float s[32];
     long i0, r;
-    for (i0 = 0; i0 < n; i0 += 8) {
-        long m = n - i0 < 8 ? n - i0 : 8;
+    for (i0 = 0; i0 < n; i0 += 32) {
+        long m = n - i0 < 32 ? n - i0 : 32;
         tiny_decision_function_batch(x + i0 * 2, m, s);
         for (r = 0; r < m; ++r) labels[i0 + r] = tiny_label_from_scores(s + r * 1);
     }

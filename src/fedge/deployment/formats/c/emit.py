@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedge.deployment.formats.c.tree_tables import compact_trees, unsigned_type
 from fedge.errors import InvalidInputError, UnsupportedModelError
 from fedge.ir import devicemath
 from fedge.ir.nodes import (
@@ -122,30 +123,25 @@ def _table(name: str, ctype: str, values: np.ndarray, per_line: int = 8) -> str:
     return f"FEDGE_CONST {ctype} {name}[{flat.size}] = {{\n    {body}\n}};\n"
 
 
-def _int_type(low: int, high: int) -> tuple[str, str]:
-    """Smallest C integer type holding [low, high], and its read macro."""
-    for ctype, macro, lo, hi in (
-        ("unsigned char", "FEDGE_RD_U8", 0, 255),
-        ("signed char", "FEDGE_RD_I8", -128, 127),
-        ("unsigned short", "FEDGE_RD_U16", 0, 65535),
-        ("short", "FEDGE_RD_I16", -32768, 32767),
-    ):
-        if lo <= low and high <= hi:
-            return ctype, macro
-    return "long", "FEDGE_RD_I32"
-
-
 @dataclass(frozen=True)
 class _TreeInfo:
     """What the interleaved batch walk needs to know of a table-layout ensemble."""
 
     index: int
     step: TreeEnsemble
-    ref_rd: str
-    feat_rd: str
-    off_rd: str
+    limit: int  # child references at or above it are leaves
+    ref_rd: str  # read macro of child references
+    base_rd: str  # read macro of node_base
+    off_rd: str  # read macro of tree_offset
+    feat_rd: str  # read macro of features
+    feat_mask: int  # bits of the feature byte that hold the feature index
+    missing: str  # C expression (of g, the node) for the missing-value rule, 0 or 1
     cmp: str
     src: str  # buffer the ensemble reads its input from
+    names: str  # prefix of the ensemble's table names
+
+    def step_name(self, what: str) -> str:
+        return f"{self.names}{what}"
 
 
 class _Emitter:
@@ -214,41 +210,79 @@ class _Emitter:
             self.inline_trees(i, step, src, dst)
             return
         n = self.name
-        threshold = step.device_thresholds()
-        refs = np.concatenate([step.left, step.right, step.roots])
-        ref_type, ref_rd = _int_type(int(refs.min()), int(refs.max()))
-        feat_type, feat_rd = _int_type(0, step.n_features - 1)
+        tables = compact_trees(step)
+        top_ref = max(int(tables.child.max(initial=0)), int(tables.roots.max()))
+        ref_type, ref_rd, _ = unsigned_type(top_ref)
+        feat_type, feat_rd, _ = unsigned_type(int(tables.feature.max(initial=0)))
+        base_type, base_rd, _ = unsigned_type(int(tables.node_base.max(initial=0)))
+        off_type, off_rd, _ = unsigned_type(step.n_outputs)
         self.tables += [
-            _table(n(i, "feature"), feat_type, step.feature),
-            _table(n(i, "threshold"), "float", threshold),
-            _table(n(i, "left"), ref_type, step.left),
-            _table(n(i, "right"), ref_type, step.right),
-            _table(n(i, "missing_left"), "unsigned char", step.missing_left.astype(np.uint8)),
-            _table(n(i, "leaves"), "float", step.leaf_values.astype(np.float32)),
-            _table(n(i, "roots"), ref_type, step.roots),
-            _table(n(i, "offset"), _int_type(0, step.n_outputs)[0], step.tree_offset),
+            _table(n(i, "node_base"), base_type, tables.node_base),
+            _table(n(i, "roots"), ref_type, tables.roots),
+            _table(n(i, "feature"), feat_type, tables.feature),
+            _table(n(i, "threshold"), "float", tables.threshold),
+            _table(n(i, "child"), ref_type, tables.child),
+            _table(n(i, "leaves"), "float", tables.leaves),
+            _table(n(i, "offset"), off_type, step.tree_offset),
             _table(n(i, "base"), "float", step.base_score.astype(np.float32)),
         ]
-        off_rd = _int_type(0, step.n_outputs)[1]
+        if tables.missing_bit:
+            mask = tables.missing_bit - 1
+            missing = f"(int)(fm >> {tables.missing_bit.bit_length() - 1})"
+        else:
+            mask = (1 << 32) - 1
+            self.tables.append(_table(n(i, "missing_left"), "unsigned char", tables.missing_left))
+            missing = f"(int)FEDGE_RD_U8({n(i, 'missing_left')}, g)"
         cmp = "<=" if step.comparison is Comparison.LE else "<"
-        width = step.leaf_width
-        self.last_tree = _TreeInfo(i, step, ref_rd, feat_rd, off_rd, cmp, src)
+        info = _TreeInfo(
+            i,
+            step,
+            tables.limit,
+            ref_rd,
+            base_rd,
+            off_rd,
+            feat_rd,
+            mask,
+            missing,
+            cmp,
+            src,
+            n(i, ""),
+        )
+        self.last_tree = info
+        width, lim = step.leaf_width, f"{tables.limit}u"
         start, finish = _accumulate(step, dst, n(i, "base"))
+        tl = range(TREE_LANES)
+        leaves = n(i, "leaves")
+        adds = "".join(
+            f"        out = {off_rd}({n(i, 'offset')}, t + {q});\n"
+            f"        for (k = 0; k < {width}; ++k) {dst}[out + k] += "
+            f"FEDGE_RD_F32({leaves}, (c{q} - {lim}) * {width} + k);\n"
+            for q in tl
+        )
         self.body.append(
             f"{start}"
-            f"    for (t = 0; t < {step.n_trees}; ++t) {{\n"
-            f"        long node = {ref_rd}({n(i, 'roots')}, t);\n"
+            f"    for (t = 0; t + {TREE_LANES} <= {step.n_trees}; t += {TREE_LANES}) {{\n"
+            f"        /* {TREE_LANES} trees side by side, added in order */\n"
+            f"        unsigned long "
+            + ", ".join(f"b{q} = {base_rd}({n(i, 'node_base')}, t + {q})" for q in tl)
+            + ";\n        unsigned long "
+            + ", ".join(f"c{q} = {ref_rd}({n(i, 'roots')}, t + {q})" for q in tl)
+            + ";\n        long out;\n"
+            + _lane_walk(info, [(src, f"b{q}") for q in tl], "        ", first=False)
+            + adds
+            + f"    }}\n"
+            f"    for (; t < {step.n_trees}; ++t) {{\n"
+            f"        unsigned long base = {base_rd}({n(i, 'node_base')}, t);\n"
+            f"        unsigned long ref = {ref_rd}({n(i, 'roots')}, t);\n"
             f"        long out = {off_rd}({n(i, 'offset')}, t);\n"
-            f"        while (node >= 0) {{\n"
-            f"            float v = {src}[{feat_rd}({n(i, 'feature')}, node)];\n"
-            f"            int go_left = (v != v) ? FEDGE_RD_U8({n(i, 'missing_left')}, node)\n"
-            f"                : (v {cmp} FEDGE_RD_F32({n(i, 'threshold')}, node));\n"
-            f"            node = go_left ? {ref_rd}({n(i, 'left')}, node)"
-            f" : {ref_rd}({n(i, 'right')}, node);\n"
+            f"        while (ref < {lim}) {{\n"
+            f"            unsigned long g = base + ref;\n"
+            f"{_split(info, 'v', f'{src}[fm & {mask}ul]', '            ')}"
+            f"            ref = {ref_rd}({n(i, 'child')}, 2 * g + !go_left);\n"
             f"        }}\n"
-            f"        node = -node - 1;\n"
+            f"        ref -= {lim};\n"
             f"        for (k = 0; k < {width}; ++k) {{\n"
-            f"            {dst}[out + k] += FEDGE_RD_F32({n(i, 'leaves')}, node * {width} + k);\n"
+            f"            {dst}[out + k] += FEDGE_RD_F32({leaves}, ref * {width} + k);\n"
             f"        }}\n"
             f"    }}\n{finish}"
         )
@@ -311,6 +345,38 @@ class _Emitter:
         if handler is None:  # a new IR step without a C handler must fail loudly
             raise UnsupportedModelError(f"the C backend cannot emit {type(step).__name__} steps")
         handler(i, step, src, dst)  # type: ignore[operator]
+
+
+def _split(info: _TreeInfo, var: str, load: str, indent: str) -> str:
+    """Statements deciding ``go_left`` at node ``g`` for the input value ``load``, without a
+    branch: a NaN fails every comparison, so the missing-value rule is or-ed in."""
+    th = f"FEDGE_RD_F32({info.step_name('threshold')}, g)"
+    return (
+        f"{indent}unsigned long fm = {info.feat_rd}({info.step_name('feature')}, g);\n"
+        f"{indent}float {var} = {load};\n"
+        f"{indent}int go_left = ({var} {info.cmp} {th}) | (({var} != {var}) & {info.missing});\n"
+    )
+
+
+def _lane_walk(info: _TreeInfo, lanes: list[tuple[str, str]], ind: str, *, first: bool) -> str:
+    """Walk lane q's reference ``c<q>`` (input row ``x``, tree base ``b``, one pair per lane)
+    down to a leaf, all lanes one level per pass with no branch but the loop's. A lane at a
+    leaf keeps it, reading node 0 in the meantime (always a valid index). ``first``: every
+    lane starts at a split (a do-while saves one test)."""
+    lim = f"{info.limit}u"
+    steps = "".join(
+        f"{ind}    {{\n"
+        f"{ind}        unsigned long g = c{q} < {lim} ? {b} + c{q} : 0, next;\n"
+        f"{_split(info, 'v', f'{x}[fm & {info.feat_mask}ul]', ind + '        ')}"
+        f"{ind}        next = {info.ref_rd}({info.step_name('child')}, 2 * g + !go_left);\n"
+        f"{ind}        c{q} = c{q} < {lim} ? next : c{q};\n"
+        f"{ind}    }}\n"
+        for q, (x, b) in enumerate(lanes)
+    )
+    test = " | ".join(f"(c{q} < {lim})" for q in range(len(lanes)))
+    if first:
+        return f"{ind}do {{\n{steps}{ind}}} while ({test});\n"
+    return f"{ind}while ({test}) {{\n{steps}{ind}}}\n"
 
 
 def _accumulate(step: TreeEnsemble, dst: str, base: str) -> tuple[str, str]:
@@ -474,10 +540,8 @@ def emit_c(model: Model, prefix: str = "model", *, layout: str = "table") -> CSo
             for m in (
                 "FEDGE_RD_F32",
                 "FEDGE_RD_U8",
-                "FEDGE_RD_I8",
                 "FEDGE_RD_U16",
-                "FEDGE_RD_I16",
-                "FEDGE_RD_I32",
+                "FEDGE_RD_U32",
             )
         )
         + "\n"
@@ -517,7 +581,8 @@ def _argmax(n: int) -> str:
     )
 
 
-BLOCK = 8  # rows a batch walks through the trees together
+TREE_LANES = 8  # trees one row walks side by side
+BLOCK = 32  # rows a batch walks through each tree together (a multiple of the lanes)
 
 
 def _batch_functions(
@@ -566,7 +631,14 @@ def _batch_functions(
     return "\n".join(out)
 
 
+LANES = 8  # rows of a block walked through one tree side by side
+
+
 def _scores_batch(model: Model, p: str, em: _Emitter, width: int) -> str:
+    """``decision_function_batch``. A table-layout ensemble as the last step walks blocks
+    of rows through one tree at a time (the tree stays in cache), a few rows side by side
+    with no branch but the loop's, so the CPU overlaps their memory reads. Rows past the end
+    of the input repeat the block's first row and their sums are dropped."""
     nf, no = model.n_features, model.n_outputs
     info = em.last_tree
     head = f"void {p}_decision_function_batch(const float *x, long n, float *scores)\n{{\n"
@@ -590,62 +662,66 @@ def _scores_batch(model: Model, p: str, em: _Emitter, width: int) -> str:
             nf,
             "out",
         )
-        load = f"{p}_prefix(x + (i0 + r) * {nf}, in[r]);\n            row[r] = in[r];"
+        load = (
+            f"if (r < m) {p}_prefix(x + (i0 + r) * {nf}, in[r]);\n"
+            f"            row[r] = in[r < m ? r : 0];"
+        )
         locals_ = f"    float in[{BLOCK}][{nf}];\n"
     else:
-        load = f"row[r] = x + (i0 + r) * {nf};"
+        load = f"row[r] = x + (i0 + (r < m ? r : 0)) * {nf};"
         locals_ = ""
     w = step.leaf_width
+    lim = f"{info.limit}u"
     mean = step.aggregation is Aggregation.MEAN
     base = f"FEDGE_RD_F32({t('base')}, j)"
     init = "" if mean else f"\n                o[j] += {base};"
     finish = (
         f"        for (r = 0; r < m; ++r) {{\n"
-        f"            float *o = out + r * {no};\n"
+        f"            float *o = acc + r * {no};\n"
         f"            for (j = 0; j < {no}; ++j) {{\n"
         f"                o[j] /= {_f32(step.n_trees)};\n                o[j] += {base};\n"
         f"            }}\n        }}\n"
         if mean
         else ""
     )
+    lanes = range(LANES)
+    walk = (
+        f"                const float {', '.join(f'*x{q} = row[r + {q}]' for q in lanes)};\n"
+        f"                unsigned long {', '.join(f'c{q} = 0' for q in lanes)};\n"
+        + _lane_walk(info, [(f"x{q}", "base") for q in lanes], "                ", first=True)
+        + "".join(
+            f"                for (k = 0; k < {w}; ++k) acc[(r + {q}) * {no} + off + k] += "
+            f"FEDGE_RD_F32({t('leaves')}, (c{q} - {lim}) * {w} + k);\n"
+            for q in lanes
+        )
+    )
     return (
         prefix_fn
         + head
         + (
-            f"{locals_}    const float *row[{BLOCK}];\n    long node[{BLOCK}];\n"
+            f"{locals_}    const float *row[{BLOCK}];\n    float acc[{BLOCK * no}];\n"
             f"    long i0, r, j, k, t;\n"
             f"    for (i0 = 0; i0 < n; i0 += {BLOCK}) {{\n"
             f"        long m = n - i0 < {BLOCK} ? n - i0 : {BLOCK};\n"
-            f"        float *out = scores + i0 * {no};\n"
-            f"        for (r = 0; r < m; ++r) {{\n"
-            f"            float *o = out + r * {no};\n"
+            f"        for (r = 0; r < {BLOCK}; ++r) {{\n"
+            f"            float *o = acc + r * {no};\n"
             f"            {load}\n"
             f"            for (j = 0; j < {no}; ++j) {{\n"
             f"                o[j] = 0.0f;{init}\n"
             f"            }}\n        }}\n"
             f"        for (t = 0; t < {step.n_trees}; ++t) {{\n"
+            f"            unsigned long base = {info.base_rd}({t('node_base')}, t);\n"
+            f"            unsigned long root = {info.ref_rd}({t('roots')}, t);\n"
             f"            long off = {info.off_rd}({t('offset')}, t);\n"
-            f"            int active = 1;\n"
-            f"            for (r = 0; r < m; ++r) node[r] = {info.ref_rd}({t('roots')}, t);\n"
-            f"            while (active) {{\n"
-            f"                active = 0;\n"
-            f"                for (r = 0; r < m; ++r) {{\n"
-            f"                    long nd = node[r];\n"
-            f"                    if (nd >= 0) {{\n"
-            f"                        float v = row[r][{info.feat_rd}({t('feature')}, nd)];\n"
-            f"                        int go_left = (v != v)\n"
-            f"                            ? FEDGE_RD_U8({t('missing_left')}, nd)\n"
-            f"                            : (v {info.cmp} FEDGE_RD_F32({t('threshold')}, nd));\n"
-            f"                        node[r] = go_left ? {info.ref_rd}({t('left')}, nd)"
-            f" : {info.ref_rd}({t('right')}, nd);\n"
-            f"                        active = 1;\n"
-            f"                    }}\n                }}\n            }}\n"
-            f"            for (r = 0; r < m; ++r) {{\n"
-            f"                long leaf = -node[r] - 1;\n"
-            f"                for (k = 0; k < {w}; ++k) {{\n"
-            f"                    out[r * {no} + off + k] +=\n"
-            f"                        FEDGE_RD_F32({t('leaves')}, leaf * {w} + k);\n"
-            f"                }}\n            }}\n        }}\n{finish}"
+            f"            if (root >= {lim}) {{  /* a single-leaf tree */\n"
+            f"                for (r = 0; r < {BLOCK}; ++r) {{\n"
+            f"                    for (k = 0; k < {w}; ++k) acc[r * {no} + off + k] += "
+            f"FEDGE_RD_F32({t('leaves')}, (root - {lim}) * {w} + k);\n"
+            f"                }}\n                continue;\n            }}\n"
+            f"            for (r = 0; r < {BLOCK}; r += {LANES}) {{  /* roots are node 0 */\n"
+            f"{walk}"
+            f"            }}\n        }}\n{finish}"
+            f"        for (r = 0; r < m * {no}; ++r) scores[i0 * {no} + r] = acc[r];\n"
             f"    }}\n}}\n"
         )
     )
