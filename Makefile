@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # when missing and we are root; elsewhere the tests that need them say what to install.
 DEB_TOOLS := gcc:gcc g++:g++ size:binutils
 
-.PHONY: test demo lint system-deps install clean
+.PHONY: test demo bench lint system-deps install clean
 
 test: install system-deps
 	$(BIN)/ruff check src tests benchmarks
@@ -16,6 +16,13 @@ test: install system-deps
 
 demo: install system-deps
 	$(BIN)/fedge demo --out demo-out
+
+# Benchmarks time fedge next to its anchors (the `bench` extra); Cortex-M sizes need
+# arm-none-eabi-gcc (Debian: gcc-arm-none-eabi) and are skipped without it.
+bench: install system-deps
+	$(BIN)/python -m pip install --quiet -e ".[all,dev,bench]"
+	$(BIN)/python benchmarks/runtime.py
+	$(BIN)/python benchmarks/c_codegen.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
