@@ -157,7 +157,7 @@ def tree_ensembles(draw: st.DrawFn, n_features: int, n_outputs: int) -> TreeEnse
     if threshold_dtype == np.float32:
         input_precision = Precision.FLOAT32
     else:
-        input_precision = draw(st.sampled_from(list(Precision)))
+        input_precision = draw(st.sampled_from([Precision.FLOAT64, Precision.FLOAT32]))
     return TreeEnsemble(
         feature=np.array(feature, np.int32),
         threshold=draw(float_arrays(n_nodes, threshold_dtype, infinite=True)),

@@ -22,7 +22,17 @@ from hypothesis import strategies as st
 
 import fedge
 from fedge.errors import FedgeError, IntegrityError, InvalidModelError, ModelFormatError
-from fedge.ir import Linear, Link, Model, Task, TreeEnsemble, lite, models_equal
+from fedge.ir import (
+    Dense,
+    Linear,
+    Link,
+    Model,
+    QuantizedDense,
+    Task,
+    TreeEnsemble,
+    lite,
+    models_equal,
+)
 from strategies import models
 from zoo import case
 
@@ -113,7 +123,7 @@ def test_files_round_trip_and_saving_twice_gives_identical_bytes(tmp_path_factor
 
 def test_json_is_readable_and_in_the_documented_layout() -> None:
     text = lite.to_json_bytes(forest()).decode()
-    assert text.startswith('{\n  "format": "fedge-lite",\n  "version": 1,\n  "sha256": "')
+    assert text.startswith('{\n  "format": "fedge-lite",\n  "version": 2,\n  "sha256": "')
     assert '\n  "model": {\n    "classes": {\n' in text and text.endswith("\n  }\n}\n")
     assert '"data": [0.5, "inf"]' in text  # one line per array, infinities as strings
     assert '"comparison": "<="' in text
@@ -432,14 +442,31 @@ def test_a_missing_file_or_a_directory_is_a_format_error(tmp_path) -> None:
 
 def test_future_versions_are_named_and_a_damaged_version_is_corruption() -> None:
     text = lite.to_json_bytes(forest())
-    with pytest.raises(ModelFormatError, match="version 2 is not supported"):
-        lite.from_json_bytes(text.replace(b'"version": 1,', b'"version": 2,', 1))
+    with pytest.raises(ModelFormatError, match="version 3 is not supported"):
+        lite.from_json_bytes(text.replace(b'"version": 2,', b'"version": 3,', 1))
     with pytest.raises(IntegrityError, match="version line"):
-        lite.from_json_bytes(text.replace(b'"version": 1,', b'"version": x,', 1))
+        lite.from_json_bytes(text.replace(b'"version": 2,', b'"version": x,', 1))
     blob = bytearray(lite.to_binary_bytes(forest()))
-    struct.pack_into("<H", blob, 6, 2)
-    with pytest.raises(ModelFormatError, match="version 2 is not supported"):
+    struct.pack_into("<H", blob, 6, 3)
+    with pytest.raises(ModelFormatError, match="version 3 is not supported"):
         lite.from_binary_bytes(bytes(blob))
+
+
+def test_version_1_files_still_load() -> None:
+    """Version 2 only added dtypes and step types, so a version 1 file reads as before."""
+    model = forest()
+    doc = json_doc(model)
+    digest = hashlib.sha256(lite._canonical_compact(doc)).hexdigest()
+    old_json = lite._json_text(doc, digest, version=1)
+    assert old_json.startswith(b'{\n  "format": "fedge-lite",\n  "version": 1,')
+    assert models_equal(lite.from_json_bytes(old_json), model)
+    blob = bytearray(lite.to_binary_bytes(model))
+    struct.pack_into("<H", blob, 6, 1)
+    body = bytes(blob[lite._HEAD_SIZE :])
+    blob[lite._PREFIX.size : lite._HEAD_SIZE] = hashlib.sha256(
+        bytes(blob[: lite._PREFIX.size]) + body
+    ).digest()
+    assert models_equal(lite.from_binary_bytes(bytes(blob)), model)
 
 
 # =========================================================================== binary layout
@@ -511,8 +538,8 @@ def test_save_is_atomic_and_respects_the_umask(tmp_path) -> None:
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
     # A model the format cannot store leaves the old file untouched and no debris.
     broken = forest()
-    object.__setattr__(broken.steps[0], "leaf_values", np.ones((4, 1), np.float16))
-    with pytest.raises(ModelFormatError, match=r"cannot store .*leaf_values as float16"):
+    object.__setattr__(broken.steps[0], "leaf_values", np.ones((4, 1), np.int8))
+    with pytest.raises(ModelFormatError, match=r"cannot store .*leaf_values as int8"):
         lite.save_lite(broken, path)
     assert models_equal(lite.load_lite(path), forest())
     assert [p.name for p in tmp_path.iterdir()] == ["m.fedge"]
@@ -543,3 +570,57 @@ def test_linear_float32_weights_round_trip_exactly() -> None:
     )
     for encode, decode, _ in ENCODINGS.values():
         assert models_equal(decode(encode(model)), model)
+
+
+def _quantized_models() -> list[Model]:
+    """A per-channel int8 dynamic layer after a float16 one, and int16/int8 trees."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import RandomForestClassifier
+
+    from fedge.compression import ModelQuantizer
+
+    rng = np.random.default_rng(0)
+    first = Dense(rng.normal(size=(3, 4)).astype(np.float16), np.zeros(4, np.float16), "relu")
+    second = QuantizedDense(
+        rng.integers(-127, 128, size=(4, 2)).astype(np.int8),
+        np.array([0.5, 0.25], np.float32),
+        np.array([3, -2], np.int32),
+        np.array([0.1, -0.1], np.float32),
+        activation="tanh",
+        input_bits=8,
+    )
+    layers = Model(steps=(first, second), task=Task.REGRESSION, n_features=3)
+    X, y = load_breast_cancer(return_X_y=True)
+    forest = RandomForestClassifier(5, max_depth=4, random_state=0).fit(X, y)
+    return [layers] + [ModelQuantizer(s).quantize_model(forest) for s in ("int8", "int16")]
+
+
+@pytest.mark.parametrize("encode", ["json", "binary"])
+def test_quantized_steps_and_float16_round_trip_at_their_own_precision(encode) -> None:
+    for model in _quantized_models():
+        if encode == "json":
+            back = lite.from_json_bytes(lite.to_json_bytes(model))
+        else:
+            back = lite.from_binary_bytes(lite.to_binary_bytes(model))
+        assert models_equal(back, model)
+    _, int8_trees, int16_trees = _quantized_models()
+    # int8 weights take one byte each in the binary file.
+    assert len(lite.to_binary_bytes(int8_trees)) < len(lite.to_binary_bytes(int16_trees))
+
+
+def test_hostile_quantized_fields_are_refused() -> None:
+    layers = _quantized_models()[0]
+    doc = json_doc(layers)
+    bad_dtype = copy.deepcopy(doc)
+    bad_dtype["steps"][1]["weights"]["dtype"] = "int32"
+    bad_range = copy.deepcopy(doc)
+    bad_range["steps"][1]["weights"]["data"][0] = 300
+    bad_zero = copy.deepcopy(doc)
+    bad_zero["steps"][1]["zero_point"]["data"][0] = 200
+    for broken, error, message in (
+        (bad_dtype, ModelFormatError, "weights.dtype must be one of int8, int16"),
+        (bad_range, ModelFormatError, "is not a int8 value"),
+        (bad_zero, InvalidModelError, "zero_point must lie"),
+    ):
+        with pytest.raises(error, match=message):
+            lite.from_json_bytes(reseal_json(broken))

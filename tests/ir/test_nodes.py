@@ -114,7 +114,7 @@ def test_arrays_are_copied_and_read_only() -> None:
     ("make", "message"),
     [
         (lambda: Linear(weights=np.ones((3, 2)), bias=np.zeros(3)), "bias has 3 values"),
-        (lambda: Linear(weights=np.ones((3, 2), np.float16), bias=np.zeros(2)), "dtype float16"),
+        (lambda: Linear(weights=np.ones((3, 2), np.int8), bias=np.zeros(2)), "dtype int8"),
         (lambda: Linear(weights=np.ones(3), bias=np.zeros(1)), "2-D"),
         (lambda: Linear(weights=np.ones((3, 1)), bias=np.zeros(1, np.float32)), "one precision"),
         (lambda: Dense(weights=np.ones((2, 2)), bias=np.zeros(2), activation="gelu"), "activation"),

@@ -48,6 +48,8 @@ from fedge.ir.nodes import (
     Model,
     Precision,
     PredictFrom,
+    QuantizedDense,
+    QuantizedTrees,
     Step,
     Task,
     TreeEnsemble,
@@ -57,6 +59,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "MAGIC",
+    "READABLE_VERSIONS",
     "from_binary_bytes",
     "from_json_bytes",
     "is_lite",
@@ -67,7 +70,8 @@ __all__ = [
 ]
 
 FORMAT_NAME = "fedge-lite"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # written; 2 added float16, int8/int16/uint8/uint16 and quantized steps
+READABLE_VERSIONS = (1, 2)  # version 1 files are a subset of version 2
 MAGIC = b"FEDGE\x00"
 _PREFIX = struct.Struct("<6sHHIQ")  # magic, version, flags, header length, data length
 _VERSION = struct.Struct("<H")
@@ -76,6 +80,7 @@ _HEAD_SIZE = _PREFIX.size + _DIGEST_SIZE
 _JSON_MAGIC = b'{\n  "format": "fedge-lite",\n'
 _JSON_START = _JSON_MAGIC + b'  "version": '
 _JSON_PREFIX = _JSON_START + b"%d,\n" % FORMAT_VERSION
+_JSON_PREFIXES = {v: _JSON_START + b"%d,\n" % v for v in READABLE_VERSIONS}
 _MAX_ELEMENTS = 2**31  # sanity cap on one array, checked before allocating
 _MAX_COUNT = 2**31  # n_features, n_outputs and array dimensions (the IR indexes with int32)
 _MAX_OFFSET = 2**64  # byte offsets and sizes in the binary data section
@@ -86,7 +91,12 @@ _MAX_NESTING = 100  # levels of lists and objects in metadata
 _DTYPES = {
     "float64": np.dtype("<f8"),
     "float32": np.dtype("<f4"),
+    "float16": np.dtype("<f2"),
     "int32": np.dtype("<i4"),
+    "int16": np.dtype("<i2"),
+    "int8": np.dtype("i1"),
+    "uint16": np.dtype("<u2"),
+    "uint8": np.dtype("u1"),
     "bool": np.dtype("?"),
 }
 _INFINITIES = {"inf": math.inf, "-inf": -math.inf}
@@ -95,16 +105,19 @@ _CONTAINERS = frozenset({dict, list})
 
 @dataclass(frozen=True)
 class _Array:
-    """An array field: the dtypes version 1 may store it in, and whether +-inf is a value."""
+    """An array field: the dtypes the format may store it in, and whether +-inf is a value."""
 
     dtypes: tuple[str, ...]
     infinite: bool = False
 
 
-_FLOATS = _Array(("float64", "float32"))
+_FLOATS = _Array(("float64", "float32", "float16"))
 _THRESHOLDS = _Array(("float64", "float32"), infinite=True)
 _INDICES = _Array(("int32",))
 _FLAGS = _Array(("bool",))
+_FLOAT32 = _Array(("float32",))  # scales, biases and edges of quantized steps
+_INT_VALUES = _Array(("int8", "int16"))  # quantized weights and leaves
+_BIN_INDICES = _Array(("uint8", "uint16", "int32"))  # split edges of QuantizedTrees
 
 
 @dataclass(frozen=True)
@@ -140,6 +153,31 @@ _STEPS: dict[str, _Kind] = {
             "base_score": _FLOATS,
         },
         {"comparison": Comparison, "aggregation": Aggregation, "input_precision": Precision},
+        ("n_features", "n_outputs"),
+    ),
+    "quantized_dense": _Kind(
+        QuantizedDense,
+        {"weights": _INT_VALUES, "scale": _FLOAT32, "zero_point": _INDICES, "bias": _FLOAT32},
+        {"activation": Activation},
+        ("input_bits",),
+    ),
+    "quantized_trees": _Kind(
+        QuantizedTrees,
+        {
+            "feature": _INDICES,
+            "threshold": _BIN_INDICES,
+            "left": _INDICES,
+            "right": _INDICES,
+            "missing_left": _FLAGS,
+            "leaf_values": _INT_VALUES,
+            "leaf_scale": _FLOAT32,
+            "roots": _INDICES,
+            "tree_offset": _INDICES,
+            "base_score": _FLOAT32,
+            "bin_edges": _FLOAT32,
+            "bin_start": _INDICES,
+        },
+        {"comparison": Comparison, "aggregation": Aggregation},
         ("n_features", "n_outputs"),
     ),
 }
@@ -182,7 +220,7 @@ def save_lite(model: Model, path: str | os.PathLike[str]) -> int:
     ------
     ModelFormatError
         The suffix is neither ``.json`` nor ``.fedge``, or the model holds
-        something version 1 of the format cannot store.
+        something this version of the format cannot store.
 
     Notes
     -----
@@ -267,7 +305,7 @@ def to_json_bytes(model: Model) -> bytes:
     Raises
     ------
     ModelFormatError
-        The model holds something version 1 cannot store (a dtype outside a
+        The model holds something this version cannot store (a dtype outside a
         field's whitelist, text that is not valid Unicode, metadata nested too deeply).
     """
     doc = _model_doc(model, _json_array)
@@ -296,8 +334,8 @@ def from_json_bytes(data: bytes) -> Model:
         An intact file describing a broken model.
     """
     data = bytes(data)
-    _check_json_version(data)
-    model_doc = _verified_json_document(data)
+    version = _check_json_version(data)
+    model_doc = _verified_json_document(data, version)
     return _model_from_doc(model_doc, _json_take)
 
 
@@ -317,7 +355,7 @@ def to_binary_bytes(model: Model) -> bytes:
     Raises
     ------
     ModelFormatError
-        The model holds something version 1 cannot store.
+        The model holds something this version cannot store.
     """
     chunks: list[bytes] = []
     offset = 0
@@ -584,11 +622,13 @@ def _json_take(doc: Any, where: str, spec: _Array) -> np.ndarray:
         raise ModelFormatError(f"{where}.data must be a list of {math.prod(shape)} values")
     if dtype.kind == "f":
         return _json_floats(data, dtype, where, spec.infinite).reshape(shape)
-    expected = int if dtype.kind == "i" else bool
+    expected = int if dtype.kind in "iu" else bool
     if not set(map(type, data)) <= {expected}:
         _fail_at(data, where, dtype, lambda v: type(v) is expected)
-    if expected is int and data and not (min(data) >= -(2**31) and max(data) < 2**31):
-        _fail_at(data, where, dtype, lambda v: -(2**31) <= v < 2**31)
+    if expected is int and data:
+        low, high = int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)
+        if not (min(data) >= low and max(data) <= high):
+            _fail_at(data, where, dtype, lambda v: low <= v <= high)
     return np.array(data, dtype=dtype.newbyteorder("=")).reshape(shape)
 
 
@@ -604,7 +644,7 @@ def _json_floats(data: list[Any], dtype: np.dtype, where: str, infinite: bool) -
     if dtype.itemsize == wide.itemsize:
         return wide
     with np.errstate(over="ignore"):  # an out-of-range value is reported just below
-        narrow = wide.astype(np.float32)
+        narrow = wide.astype(dtype.newbyteorder("="))
     inexact = np.flatnonzero(narrow != wide)
     if inexact.size:
         _fail_index(data, int(inexact[0]), where, dtype)
@@ -648,30 +688,37 @@ def _pretty(value: Any, indent: int) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
 
 
-def _json_text(model_doc: dict[str, Any], digest: str) -> bytes:
+def _json_text(model_doc: dict[str, Any], digest: str, version: int = FORMAT_VERSION) -> bytes:
     """The canonical JSON file for a model document and its digest."""
     body = _pretty(model_doc, 1)
     text = f'  "sha256": "{digest}",\n  "model": {body}\n}}\n'
     try:
-        return _JSON_PREFIX + text.encode("utf-8")
+        return _JSON_PREFIXES[version] + text.encode("utf-8")
     except UnicodeEncodeError:
         raise ModelFormatError(
             "the model holds text that is not valid Unicode (a lone surrogate)"
         ) from None
 
 
-def _check_json_version(data: bytes) -> None:
-    """Refuse non-lite files and other versions; a damaged version line is corruption."""
-    if data.startswith(_JSON_PREFIX):
-        return
+def _check_json_version(data: bytes) -> int:
+    """The file's version; refuse non-lite files and versions this fedge cannot read (a
+    damaged version line is corruption)."""
+    for version, prefix in _JSON_PREFIXES.items():
+        if data.startswith(prefix):
+            return version
     if not data.startswith(_JSON_START):
         raise ModelFormatError("not a fedge lite file (it does not start with the lite header)")
     token = data[len(_JSON_START) : len(_JSON_START) + 12].split(b",\n", 1)[0]
-    if not (token.isdigit() and len(token) <= 9 and int(token) != FORMAT_VERSION):
+    if not (token.isdigit() and len(token) <= 9 and int(token) not in READABLE_VERSIONS):
         raise IntegrityError("the lite file is corrupted: its version line is damaged")
-    raise ModelFormatError(
-        f"lite format version {int(token)} is not supported (this fedge reads version "
-        f"{FORMAT_VERSION}); upgrade fedge"
+    raise ModelFormatError(_unsupported(int(token)))
+
+
+def _unsupported(version: int) -> str:
+    readable = " and ".join(str(v) for v in READABLE_VERSIONS)
+    return (
+        f"lite format version {version} is not supported (this fedge reads versions "
+        f"{readable}); upgrade fedge"
     )
 
 
@@ -679,7 +726,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
-def _verified_json_document(data: bytes) -> Any:
+def _verified_json_document(data: bytes, version: int) -> Any:
     """The ``model`` value of a JSON file whose digest and canonical form both check out."""
     try:
         top = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
@@ -690,7 +737,7 @@ def _verified_json_document(data: bytes) -> Any:
     model_doc, digest = top["model"], top["sha256"]
     try:
         actual = hashlib.sha256(_canonical_compact(model_doc)).hexdigest()
-        canonical = _json_text(model_doc, actual) if isinstance(model_doc, dict) else b""
+        canonical = _json_text(model_doc, actual, version) if isinstance(model_doc, dict) else b""
     except (ValueError, RecursionError) as exc:  # ModelFormatError is a ValueError too
         raise IntegrityError(f"the lite file is corrupted: {exc}") from None
     if not isinstance(digest, str) or digest != actual:
@@ -717,11 +764,8 @@ def _verified_binary_prefix(view: memoryview) -> tuple[int, int]:
     if len(view) < len(MAGIC) + _VERSION.size:
         raise IntegrityError(f"the .fedge file is truncated ({len(view)} bytes)")
     (version,) = _VERSION.unpack_from(view, len(MAGIC))
-    if version != FORMAT_VERSION:
-        raise ModelFormatError(
-            f"lite format version {version} is not supported (this fedge reads version "
-            f"{FORMAT_VERSION}); upgrade fedge"
-        )
+    if version not in READABLE_VERSIONS:
+        raise ModelFormatError(_unsupported(version))
     if len(view) < _HEAD_SIZE:
         raise IntegrityError(f"the .fedge file is truncated ({len(view)} bytes)")
     _, _, flags, header_len, data_len = _PREFIX.unpack_from(view)

@@ -39,6 +39,8 @@ __all__ = [
     "Model",
     "Precision",
     "PredictFrom",
+    "QuantizedDense",
+    "QuantizedTrees",
     "Step",
     "Task",
     "TreeEnsemble",
@@ -54,12 +56,21 @@ __all__ = [
 class Precision(StrEnum):
     """Storage precision of a tensor (its numpy dtype).
 
-    Quantized precisions (float16, int16, int8 with scale and zero point) join
-    this enum with the compression passes; every backend dispatches on it.
+    Float tensors are float64, float32 or float16 (float16 holds weights and leaf values
+    that compression rounded; it is widened exactly to float32 before any arithmetic).
+    int16 and int8 are the integer weights of :class:`QuantizedDense`, with a scale and
+    a zero point. Every backend dispatches on the dtype.
     """
 
     FLOAT64 = "float64"
     FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    INT16 = "int16"
+    INT8 = "int8"
+
+    @property
+    def is_integer(self) -> bool:
+        return self in (Precision.INT16, Precision.INT8)
 
     @property
     def dtype(self) -> np.dtype:
@@ -141,7 +152,8 @@ class Aggregation(StrEnum):
     MEAN = "mean"
 
 
-_FLOAT_DTYPES = frozenset(p.dtype for p in Precision)
+_FLOAT_DTYPES = frozenset(p.dtype for p in Precision if not p.is_integer)
+_INT_WEIGHT_DTYPES = frozenset(p.dtype for p in Precision if p.is_integer)
 _INDEX_DTYPE = np.dtype(np.int32)
 _MAX_INDEX = np.iinfo(np.int32).max
 
@@ -158,7 +170,7 @@ def _float_array(owner: str, name: str, value: Any, ndim: int) -> np.ndarray:
         raise _fail(
             owner,
             f"{name} has dtype {arr.dtype}; supported precisions are "
-            f"{', '.join(p.value for p in Precision)}",
+            f"{', '.join(p.value for p in Precision if not p.is_integer)}",
         )
     if arr.ndim != ndim:
         raise _fail(owner, f"{name} must be {ndim}-D, got shape {arr.shape}")
@@ -311,6 +323,86 @@ class Dense:
 
 
 @dataclass(frozen=True, eq=False)
+class QuantizedDense:
+    """A linear layer with integer weights: ``activation(x @ W + bias)`` where
+    ``W[k, j] = (weights[k, j] - zero_point[j]) * scale[j]``.
+
+    ``weights`` are int8 or int16 of shape ``(n_inputs, n_outputs)``; ``scale`` (float32,
+    positive) and ``zero_point`` (int32, within the weights' range) have one value per
+    output column (per-channel) or a single value (per-tensor); ``bias`` is float32.
+
+    ``input_bits`` 0: inputs stay float; a device computes each weight as
+    ``float32(weights - zero_point) * scale`` and accumulates in float32 as for
+    :class:`Dense`. ``input_bits`` 8 (dynamic quantization; int8 weights only): each row is
+    quantized on the fly, ``s = max|x| / 127``, ``q = rint(x / s)`` (ties to even), the
+    products ``q * (weights - zero_point)`` are summed exactly in integers, and
+    ``y = float32(sum) * (s * scale) + bias``. A row whose ``s`` is 0 (all zeros, or an
+    underflow) uses ``s = 1``; ``q`` is clipped to [-127, 127].
+    """
+
+    weights: np.ndarray
+    scale: np.ndarray
+    zero_point: np.ndarray
+    bias: np.ndarray
+    activation: Activation = Activation.IDENTITY
+    input_bits: int = 0
+
+    def __post_init__(self) -> None:
+        owner = "QuantizedDense"
+        w = np.asarray(self.weights)
+        if w.dtype not in _INT_WEIGHT_DTYPES:
+            raise _fail(owner, f"weights must be int8 or int16, got {w.dtype}")
+        if w.ndim != 2 or w.shape[0] == 0 or w.shape[1] == 0:
+            raise _fail(owner, f"weights must be a non-empty 2-D array, got shape {w.shape}")
+        n_out = w.shape[1]
+        scale = np.asarray(self.scale)
+        if scale.dtype != np.float32 or scale.ndim != 1 or scale.shape[0] not in (1, n_out):
+            raise _fail(
+                owner,
+                f"scale must be float32 of length 1 or {n_out}, got {scale.dtype} {scale.shape}",
+            )
+        if not np.all(np.isfinite(scale) & (scale > 0)):
+            raise _fail(owner, "scale must be finite and positive")
+        zp = np.asarray(self.zero_point)
+        if zp.dtype != _INDEX_DTYPE or zp.shape != scale.shape:
+            raise _fail(owner, f"zero_point must be int32 of shape {scale.shape}")
+        info = np.iinfo(w.dtype)
+        if np.any((zp < info.min) | (zp > info.max)):
+            raise _fail(owner, f"zero_point must lie in the {w.dtype} range")
+        b = np.asarray(self.bias)
+        if b.dtype != np.float32 or b.shape != (n_out,):
+            raise _fail(owner, f"bias must be float32 of length {n_out}, got {b.dtype} {b.shape}")
+        if not np.all(np.isfinite(b)):
+            raise _fail(owner, "bias has non-finite values")
+        bits = self.input_bits
+        if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or bits not in (0, 8):
+            raise _fail(owner, f"input_bits must be 0 (float inputs) or 8 (dynamic), got {bits!r}")
+        if bits == 8 and w.dtype != np.int8:
+            raise _fail(owner, "dynamic quantization (input_bits=8) needs int8 weights")
+        for name, arr in (("weights", w), ("scale", scale), ("zero_point", zp), ("bias", b)):
+            _set(self, name, _readonly(arr))
+        _set(self, "input_bits", int(bits))
+        _set(self, "activation", _enum(owner, "activation", Activation, self.activation))
+
+    @property
+    def n_inputs(self) -> int:
+        return int(self.weights.shape[0])
+
+    @property
+    def n_outputs(self) -> int:
+        return int(self.weights.shape[1])
+
+    @property
+    def per_channel(self) -> bool:
+        return self.scale.shape[0] > 1 or self.n_outputs == 1
+
+    def dequantized(self) -> np.ndarray:
+        """The float32 weights a device multiplies by: ``float32(q - zp) * scale``."""
+        centred = self.weights.astype(np.int32) - self.zero_point
+        return centred.astype(np.float32) * self.scale
+
+
+@dataclass(frozen=True, eq=False)
 class TreeEnsemble:
     """All trees of an ensemble as flat structure-of-arrays.
 
@@ -356,12 +448,14 @@ class TreeEnsemble:
             "input_precision",
             _enum(owner, "input_precision", Precision, self.input_precision),
         )
+        if self.input_precision not in (Precision.FLOAT64, Precision.FLOAT32):
+            raise _fail(owner, "input_precision must be float64 or float32")
         _set(self, "n_features", _positive_int(owner, "n_features", self.n_features))
         _set(self, "n_outputs", _positive_int(owner, "n_outputs", self.n_outputs))
         for name in ("feature", "left", "right", "roots", "tree_offset"):
             _set(self, name, _index_array(owner, name, getattr(self, name)))
         thr = np.asarray(self.threshold)
-        if thr.dtype not in _FLOAT_DTYPES or thr.ndim != 1:
+        if thr.dtype not in (np.float64, np.float32) or thr.ndim != 1:
             raise _fail(
                 owner, f"threshold must be 1-D float64/float32, got {thr.dtype} {thr.shape}"
             )
@@ -495,8 +589,186 @@ class TreeEnsemble:
         return depths
 
 
-Step = Impute | Affine | Linear | Dense | TreeEnsemble
-_STEP_TYPES = (Impute, Affine, Linear, Dense, TreeEnsemble)
+_BIN_INDEX_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int32))
+
+
+@dataclass(frozen=True, eq=False)
+class QuantizedTrees:
+    """A tree ensemble over binned inputs with integer leaves (what a device without an FPU
+    evaluates).
+
+    Feature ``f`` has a sorted grid ``bin_edges[bin_start[f]:bin_start[f + 1]]`` (float32,
+    strictly increasing). A row's value ``x`` (rounded to float32) becomes its bin
+    ``b = #{edges < x}`` for ``<=`` comparisons (``#{edges <= x}`` for ``<``), once per row;
+    split ``i`` then sends the row left when ``b <= threshold[i]``, which holds exactly when
+    ``x <= edge`` (``x < edge``) for the split's edge ``bin_edges[bin_start[f] +
+    threshold[i]]``. NaN follows ``missing_left`` as in :class:`TreeEnsemble`, whose
+    layout (``feature``, ``left``, ``right``, ``roots``, ``tree_offset``) this shares.
+
+    ``leaf_values`` are int8/int16 with ``leaf_scale`` (one float32, or one per output when
+    every leaf holds all outputs); the trees' leaves are summed in integers and rescaled
+    once: ``sum``: ``float32(total) * leaf_scale + base_score``; ``mean``:
+    ``float32(total) * leaf_scale / n_trees + base_score`` (float32 arithmetic in that
+    order, in both runtime modes: the model is defined by it).
+    """
+
+    feature: np.ndarray
+    threshold: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    missing_left: np.ndarray
+    leaf_values: np.ndarray
+    leaf_scale: np.ndarray
+    roots: np.ndarray
+    tree_offset: np.ndarray
+    n_features: int
+    n_outputs: int
+    base_score: np.ndarray
+    bin_edges: np.ndarray
+    bin_start: np.ndarray
+    comparison: Comparison = Comparison.LE
+    aggregation: Aggregation = Aggregation.SUM
+    depths: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        owner = "QuantizedTrees"
+        q = np.asarray(self.leaf_values)
+        if q.dtype not in _INT_WEIGHT_DTYPES or q.ndim != 2:
+            raise _fail(owner, f"leaf_values must be 2-D int8 or int16, got {q.dtype} {q.shape}")
+        thr = np.asarray(self.threshold)
+        if thr.dtype not in _BIN_INDEX_DTYPES or thr.ndim != 1:
+            raise _fail(
+                owner,
+                f"threshold (bin indices) must be 1-D uint8, uint16 or int32, "
+                f"got {thr.dtype} {thr.shape}",
+            )
+        edges = np.asarray(self.bin_edges)
+        if edges.dtype != np.float32 or edges.ndim != 1 or not np.all(np.isfinite(edges)):
+            raise _fail(owner, "bin_edges must be a 1-D array of finite float32 values")
+        start = _index_array(owner, "bin_start", self.bin_start)
+        n_features = _positive_int(owner, "n_features", self.n_features)
+        if (
+            start.shape[0] != n_features + 1
+            or start[0] != 0
+            or start[-1] != edges.shape[0]
+            or np.any(np.diff(start) < 0)
+        ):
+            raise _fail(
+                owner,
+                f"bin_start must rise from 0 to {edges.shape[0]} in {n_features + 1} entries",
+            )
+        for f in range(n_features):
+            if np.any(np.diff(edges[start[f] : start[f + 1]]) <= 0):
+                raise _fail(owner, f"the bin edges of feature {f} must strictly increase")
+        scale = np.asarray(self.leaf_scale)
+        n_outputs = _positive_int(owner, "n_outputs", self.n_outputs)
+        allowed = {(1,), (n_outputs,)} if q.shape[1] == n_outputs else {(1,)}
+        if scale.dtype != np.float32 or scale.shape not in allowed:
+            raise _fail(
+                owner,
+                "leaf_scale must be float32 of length 1, or one per output when every leaf "
+                f"holds all {n_outputs} outputs",
+            )
+        if not np.all(np.isfinite(scale) & (scale > 0)):
+            raise _fail(owner, "leaf_scale must be finite and positive")
+        base = np.asarray(self.base_score)
+        if base.dtype != np.float32:
+            raise _fail(owner, f"base_score must be float32, got {base.dtype}")
+        for name, arr in (
+            ("leaf_values", q),
+            ("threshold", thr),
+            ("bin_edges", edges),
+            ("bin_start", start),
+            ("leaf_scale", scale),
+        ):
+            _set(self, name, _readonly(arr))
+        # Everything else (layout, references, offsets, features, structure) is a
+        # TreeEnsemble's: check it on the float twin, whose thresholds are the edges.
+        if thr.size:
+            feat = np.asarray(self.feature)
+            if feat.shape != thr.shape or feat.dtype != _INDEX_DTYPE:
+                raise _fail(owner, "feature must be int32 with one entry per threshold")
+            if np.any((feat < 0) | (feat >= n_features)):
+                raise _fail(owner, f"a split uses a feature outside 0..{n_features - 1}")
+            sizes = np.diff(start)[feat]
+            if np.any(thr.astype(np.int64) >= sizes):
+                i = int(np.flatnonzero(thr.astype(np.int64) >= sizes)[0])
+                raise _fail(owner, f"split {i} names bin edge {thr[i]} of {sizes[i]}")
+        try:
+            twin = self.as_float()
+        except InvalidModelError as exc:
+            raise _fail(owner, str(exc).removeprefix("TreeEnsemble: ")) from None
+        for name in (
+            "feature",
+            "left",
+            "right",
+            "missing_left",
+            "roots",
+            "tree_offset",
+            "base_score",
+            "comparison",
+            "aggregation",
+            "depths",
+        ):
+            _set(self, name, getattr(twin, name))
+        _set(self, "n_features", n_features)
+        _set(self, "n_outputs", n_outputs)
+
+    def edge_of(self) -> np.ndarray:
+        """The float32 edge each split compares with."""
+        if not self.threshold.size:
+            return np.zeros(0, dtype=np.float32)
+        idx = np.asarray(self.bin_start)[np.asarray(self.feature)] + self.threshold
+        return self.bin_edges[idx.astype(np.int64)]
+
+    def as_float(self) -> TreeEnsemble:
+        """The same trees as a float :class:`TreeEnsemble` (edges as thresholds, leaves
+        times their scale): the same branches; sums rounded differently."""
+        leaves = self.leaf_values.astype(np.float32) * self.leaf_scale
+        return TreeEnsemble(
+            feature=self.feature,
+            threshold=self.edge_of(),
+            left=self.left,
+            right=self.right,
+            missing_left=self.missing_left,
+            leaf_values=leaves,
+            roots=self.roots,
+            tree_offset=self.tree_offset,
+            n_features=self.n_features,
+            n_outputs=self.n_outputs,
+            base_score=self.base_score,
+            comparison=self.comparison,
+            aggregation=self.aggregation,
+            input_precision=Precision.FLOAT32,
+        )
+
+    @property
+    def n_inputs(self) -> int:
+        return self.n_features
+
+    @property
+    def n_trees(self) -> int:
+        return int(self.roots.shape[0])
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.feature.shape[0])
+
+    @property
+    def n_leaves(self) -> int:
+        return int(self.leaf_values.shape[0])
+
+    @property
+    def leaf_width(self) -> int:
+        return int(self.leaf_values.shape[1])
+
+    @property
+    def max_depth(self) -> int:
+        return int(self.depths.max()) if self.depths.size else 0
+
+
+Step = Impute | Affine | Linear | Dense | QuantizedDense | TreeEnsemble | QuantizedTrees
+_STEP_TYPES = (Impute, Affine, Linear, Dense, QuantizedDense, TreeEnsemble, QuantizedTrees)
 
 
 # --------------------------------------------------------------------------- model
@@ -653,7 +925,7 @@ def accepts_missing(model: Model) -> bool:
     for step in model.steps:
         if isinstance(step, Affine):
             continue  # NaN passes through unchanged
-        return isinstance(step, Impute | TreeEnsemble)
+        return isinstance(step, Impute | TreeEnsemble | QuantizedTrees)
     return False
 
 

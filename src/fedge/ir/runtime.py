@@ -37,6 +37,8 @@ from fedge.ir.nodes import (
     Model,
     Precision,
     PredictFrom,
+    QuantizedDense,
+    QuantizedTrees,
     Step,
     Task,
     TreeEnsemble,
@@ -127,7 +129,9 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 def reads_float32(model: Model, mode: Mode | str = Mode.REFERENCE) -> bool:
     """Whether the model rounds its input to float32 (device mode, or float32-compared trees)."""
     return _mode(mode) is Mode.DEVICE or any(
-        isinstance(s, TreeEnsemble) and s.input_precision is Precision.FLOAT32 for s in model.steps
+        isinstance(s, QuantizedTrees)
+        or (isinstance(s, TreeEnsemble) and s.input_precision is Precision.FLOAT32)
+        for s in model.steps
     )
 
 
@@ -249,6 +253,26 @@ def _dense(step: Dense, X: np.ndarray, mode: Mode) -> np.ndarray:
     return _activate(step.activation, _matmul(X, step.weights, step.bias, mode), mode)
 
 
+def _quantized_dense(step: QuantizedDense, X: np.ndarray, mode: Mode) -> np.ndarray:
+    if step.input_bits == 0:
+        z = _matmul(X, step.dequantized(), step.bias, mode)
+    else:
+        z = _dynamic_matmul(step, X)
+    return _activate(step.activation, z, mode)
+
+
+def _dynamic_matmul(step: QuantizedDense, X: np.ndarray) -> np.ndarray:
+    """Per-row int8 inputs times int8 weights, summed exactly in integers, then rescaled
+    (float64 in reference mode, float32 in device mode, by the inputs' dtype)."""
+    dtype = X.dtype.type
+    s = np.max(np.abs(X), axis=1) / dtype(127)
+    s[s == 0] = 1  # an all-zero row (or a scale that underflows): every q is 0 anyway
+    q = np.clip(np.rint(X / s[:, None]), -127, 127).astype(np.int64)
+    acc = q @ (step.weights.astype(np.int64) - step.zero_point)
+    scale = s[:, None] * step.scale.astype(dtype)
+    return acc.astype(dtype) * scale + step.bias.astype(dtype)
+
+
 def _activate(activation: Activation, z: np.ndarray, mode: Mode) -> np.ndarray:
     if activation is Activation.IDENTITY:
         return z
@@ -274,8 +298,9 @@ def _sigmoid64(z: np.ndarray) -> np.ndarray:
 
 def _trees(step: TreeEnsemble, X: np.ndarray, mode: Mode) -> np.ndarray:
     # Reference mode adds leaves up in their stored precision: float64 for scikit-learn,
-    # float32 for XGBoost, which sums its float32 leaves in float32.
-    leaf_dtype = step.leaf_values.dtype.type if mode is Mode.REFERENCE else np.float32
+    # float32 for XGBoost, which sums its float32 leaves in float32 (float16 leaves too).
+    stored = np.promote_types(step.leaf_values.dtype, np.float32)
+    leaf_dtype = stored.type if mode is Mode.REFERENCE else np.float32
     if mode is Mode.DEVICE:
         threshold, Xc = step.device_thresholds(), X
     elif step.input_precision is Precision.FLOAT32:
@@ -301,11 +326,13 @@ def _trees(step: TreeEnsemble, X: np.ndarray, mode: Mode) -> np.ndarray:
     return acc.astype(X.dtype, copy=False)
 
 
-def _walk(step: TreeEnsemble, X: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+def _walk(
+    step: TreeEnsemble | QuantizedTrees, X: np.ndarray, threshold: np.ndarray, less: Any = None
+) -> np.ndarray:
     """Leaf index reached by every (row, tree), one tree level per iteration.
 
     Works on flat arrays of the (row, tree) pairs still inside a tree, which
-    shrink as pairs reach their leaves.
+    shrink as pairs reach their leaves. ``less`` defaults to the step's comparison.
     """
     n_rows, n_trees = X.shape[0], step.n_trees
     node = np.tile(step.roots, n_rows)  # position p = row * n_trees + tree
@@ -314,7 +341,8 @@ def _walk(step: TreeEnsemble, X: np.ndarray, threshold: np.ndarray) -> np.ndarra
     base = (active // n_trees) * X.shape[1]  # offset of the pair's row in X.ravel()
     flat_x = X.ravel()
     children = np.stack([step.left, step.right], axis=1).ravel()  # one gather per level
-    less = np.less_equal if step.comparison is Comparison.LE else np.less
+    if less is None:
+        less = np.less_equal if step.comparison is Comparison.LE else np.less
     while active.size:
         x = flat_x[base + step.feature[cur]]
         go_left = less(x, threshold[cur])
@@ -329,12 +357,43 @@ def _walk(step: TreeEnsemble, X: np.ndarray, threshold: np.ndarray) -> np.ndarra
     return (~node).reshape(n_rows, n_trees)
 
 
+def _quantized_trees(step: QuantizedTrees, X: np.ndarray, mode: Mode) -> np.ndarray:
+    """Bins once per row, integer comparisons, integer sums, one float32 rescale (the same
+    arithmetic in both modes: it defines the model)."""
+    x32 = X.astype(np.float32)
+    side = "left" if step.comparison is Comparison.LE else "right"
+    bins = np.empty(X.shape, dtype=np.float64)  # float so NaN can mark missing values
+    for f in range(step.n_features):
+        edges = step.bin_edges[step.bin_start[f] : step.bin_start[f + 1]]
+        bins[:, f] = np.searchsorted(edges, x32[:, f], side=side)
+    bins[np.isnan(x32)] = np.nan
+    acc = np.zeros((X.shape[0], step.n_outputs), dtype=np.int64)
+    leaves = step.leaf_values.astype(np.int64)
+    width = step.leaf_width
+    threshold = step.threshold.astype(np.float64)
+    for start in range(0, X.shape[0], _TREE_CHUNK_ROWS):
+        rows = slice(start, start + _TREE_CHUNK_ROWS)
+        leaf = _walk(step, bins[rows], threshold, np.less_equal)
+        part = acc[rows]
+        for t in range(step.n_trees):
+            off = int(step.tree_offset[t])
+            part[:, off : off + width] += leaves[leaf[:, t]]
+    scale = np.broadcast_to(step.leaf_scale, (step.n_outputs,))
+    out = acc.astype(np.float32) * scale
+    if step.aggregation is Aggregation.MEAN:
+        out /= np.float32(step.n_trees)
+    out += step.base_score
+    return out.astype(X.dtype, copy=False)
+
+
 _STEP_EVAL: dict[type, Any] = {
     Impute: _impute,
     Affine: _affine,
     Linear: _linear,
     Dense: _dense,
+    QuantizedDense: _quantized_dense,
     TreeEnsemble: _trees,
+    QuantizedTrees: _quantized_trees,
 }
 
 
