@@ -105,7 +105,10 @@ def test_demo_verifies_every_model(tmp_path, capsys) -> None:
         assert row["accuracy"] > 0.9
         assert row["fedge_bytes"] < row["pickle_bytes"]
         assert row["c_identical"] is True, row  # gcc is installed by make test
-    assert sorted(p.suffix for p in tmp_path.iterdir()).count(".fedge") == 5
+        if row["fedge_bytes"] > 5000:  # tiny models are mostly header and metadata
+            assert row["compressed_bytes"] < row["fedge_bytes"], row
+        assert row["compressed_accuracy"] >= row["accuracy"] - 0.02
+    assert sorted(p.suffix for p in tmp_path.iterdir()).count(".fedge") == 10
 
 
 def test_console_entry_point_runs(tmp_path) -> None:

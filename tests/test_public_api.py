@@ -29,6 +29,14 @@ PACKAGES = [
     "fedge.deployment.edge_converter",
     "fedge.ir.lower.xgboost",
     "fedge.ir.lower.lightgbm",
+    "fedge.ir.treeops",
+    "fedge.compression",
+    "fedge.compression.accounting",
+    "fedge.compression.quantization",
+    "fedge.compression.pruning",
+    "fedge.compression.search",
+    "fedge.compression.distillation",
+    "fedge.deployment.formats.c.tree_tables",
 ]
 
 

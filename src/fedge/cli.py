@@ -15,7 +15,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from fedge._version import __version__
@@ -179,6 +186,135 @@ def _verify_c(
         raise typer.Exit(1)
 
 
+class Quantize(StrEnum):
+    INT8 = "int8"
+    INT16 = "int16"
+    FLOAT16 = "float16"
+    DYNAMIC = "dynamic"
+
+
+def _search_stage(model: Any, X: Any, y: Any, budget: float) -> tuple[str, Any, int]:
+    from fedge.compression import auto_compress
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("searching compressions", total=None)
+        result = auto_compress(
+            model,
+            X,
+            y,
+            max_accuracy_drop=budget,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    front = Table(title=f"Pareto front ({result.metric} on the scoring half of the data)")
+    for col in ("passes", "bytes", result.metric):
+        front.add_column(col, justify="left" if col == "passes" else "right")
+    for c in result.front:
+        mark = " [bold green]<- chosen[/]" if c is result.best else ""
+        front.add_row(" + ".join(c.passes) + mark, f"{c.bytes:,}", f"{c.score:.4f}")
+    console.print(front)
+    return f"AutoCompress (<= {budget:g})", result.model, result.best.bytes
+
+
+class PruneMethod(StrEnum):
+    LOSSLESS = "lossless"
+    TREES = "trees"
+    DEPTH = "depth"
+    NEURONS = "neurons"
+    MAGNITUDE = "magnitude"
+
+
+@app.command()
+def compress(
+    model_path: ModelArg,
+    data: Annotated[Path, typer.Option("--data", help="Validation CSV (header row).")],
+    label: Annotated[str, typer.Option("--label", help="Target column of the CSV.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="OUT.fedge or OUT.json.")],
+    quantize: Annotated[
+        Quantize | None, typer.Option("--quantize", help="Quantization strategy.")
+    ] = None,
+    per_tensor: Annotated[
+        bool, typer.Option("--per-tensor", help="One scale per weight matrix.")
+    ] = False,
+    affine: Annotated[bool, typer.Option("--affine", help="Affine zero points.")] = False,
+    prune: Annotated[
+        float | None, typer.Option("--prune", help="Pruning sparsity in [0, 1).")
+    ] = None,
+    prune_method: Annotated[
+        PruneMethod, typer.Option("--prune-method", help="What pruning removes.")
+    ] = PruneMethod.TREES,
+    max_depth: Annotated[
+        int | None, typer.Option("--max-depth", help="Depth limit (--prune-method depth).")
+    ] = None,
+    max_accuracy_drop: Annotated[
+        float | None,
+        typer.Option(
+            "--max-accuracy-drop",
+            help="Search (AutoCompress) for the smallest model losing at most this "
+            "(0.01 = one point) on the data; replaces --prune/--quantize.",
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Also write the table as JSON.")
+    ] = None,
+    trust: TrustOpt = False,
+) -> None:
+    """Compress a model, printing each stage's real size and accuracy on the data.
+
+    Pruning runs before quantization; tree selection is chosen on the --data rows."""
+    from fedge.compression import ModelPruner, ModelQuantizer, evaluate, lite_bytes
+    from fedge.data import read_features, read_labels
+    from fedge.ir import lower
+
+    model = load(model_path, trust=trust)
+    X = read_features(data, model, label=label)
+    y = read_labels(data, model, label)
+    stages: list[tuple[str, Any, int]] = [
+        ("Original", model, model_path.stat().st_size),
+        ("Lossless (.fedge)", model, lite_bytes(model)),
+    ]
+    if max_accuracy_drop is not None:
+        stages.append(_search_stage(model, X, y, max_accuracy_drop))
+    if prune is not None and max_accuracy_drop is None:
+        pruner = ModelPruner(prune, prune_method.value, max_depth=max_depth)
+        pruned = pruner.prune_model(model, X, y)
+        stages.append((f"Pruned ({prune_method.value} {prune:g})", pruned, lite_bytes(pruned)))
+    if quantize is not None and max_accuracy_drop is None:
+        quantizer = ModelQuantizer(quantize.value, per_channel=not per_tensor, symmetric=not affine)
+        small = quantizer.quantize_model(stages[-1][1])
+        stages.append((f"Quantized ({quantize.value})", small, lite_bytes(small)))
+    final = lower(stages[-1][1])
+    rows = []
+    for name, m, size in stages:
+        metrics = evaluate(m, X, y)
+        rows.append({"stage": name, "bytes": size, **metrics})
+    rows.append({"stage": "Final", "bytes": rows[-1]["bytes"], **evaluate(final, X, y)})
+    key = "accuracy" if "accuracy" in rows[0] else "r2"
+    table = Table(title=f"Compression of {model_path.name} on {len(y):,} rows of {data.name}")
+    for col in ("stage", "bytes", "x smaller", key, "change"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for row in rows:
+        table.add_row(
+            row["stage"],
+            f"{row['bytes']:,}",
+            f"{rows[0]['bytes'] / row['bytes']:.1f}",
+            f"{row[key]:.4f}",
+            f"{row[key] - rows[0][key]:+.4f}",
+        )
+    console.print(table)
+    written = save(final, output)
+    console.print(f"wrote {output} ({written:,} bytes)")
+    if report is not None:
+        report.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Directory for the demo's artifacts.")] = Path(
@@ -207,10 +343,8 @@ def demo(
         "model",
         "accuracy",
         "labels =",
-        "max |dp|",
         "device =",
         "pickle B",
-        ".json B",
         ".fedge B",
         "pickle/.fedge",
         "C =",
@@ -223,10 +357,8 @@ def demo(
             r.name,
             f"{r.accuracy:.3f}",
             "[green]yes[/]" if r.labels_identical else "[red]NO[/]",
-            f"{r.max_proba_diff:.1e}",
             f"{r.device_label_agreement:.3f}",
             f"{r.pickle_bytes:,}",
-            f"{r.json_bytes:,}",
             f"{r.fedge_bytes:,}",
             f"{r.pickle_bytes / r.fedge_bytes:.1f}x",
             {True: "[green]yes[/]", False: "[red]NO[/]", None: "no gcc"}[r.c_identical],
@@ -234,12 +366,28 @@ def demo(
         )
     console.print(table)
     console.print(
-        "parity: reference mode (float64) of the reloaded .fedge file vs the source model on the "
-        "test rows; device mode = float32 arithmetic as generated C computes it; C = the "
-        "generated C compiled with gcc and run: every score bit equal to device mode and every "
-        "label equal to the source.\n"
-        f"artifacts in {out}/"
+        "labels =: the reloaded .fedge file (reference mode, float64) predicts the source "
+        "model's labels; device =: label agreement in float32 device arithmetic; C =: the "
+        "generated C, compiled with gcc and run, equals device mode bit for bit and the "
+        "source's labels."
     )
+    small = Table(
+        title="quantized (int8 weights; trees: 8-bit threshold grids, int8 leaves)",
+        title_justify="left",
+    )
+    for h in ("model", ".fedge B", "int8 B", "pickle/int8", "accuracy", "change"):
+        small.add_column(h, justify="left" if h == "model" else "right", no_wrap=True)
+    for r in rows:
+        small.add_row(
+            r.name,
+            f"{r.fedge_bytes:,}",
+            f"{r.compressed_bytes:,}",
+            f"{r.pickle_bytes / r.compressed_bytes:.1f}x",
+            f"{r.compressed_accuracy:.3f}",
+            f"{r.compressed_accuracy - r.accuracy:+.3f}",
+        )
+    console.print(small)
+    console.print(f"artifacts in {out}/")
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -47,3 +47,33 @@ def read_features(path: Path, model: Model, *, label: str | None = None) -> np.n
             + ("" if label else "; name the target column with --label")
         )
     return X
+
+
+def read_labels(path: Path, model: Model, label: str) -> np.ndarray:
+    """The ``label`` column of a CSV, typed like the model's classes (or float for regression)."""
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc}") from None
+    header = [h.strip() for h in rows[0]] if rows else []
+    if label not in header:
+        raise InvalidInputError(f"--label {label!r} is not a column of {path}: {header}")
+    column = header.index(label)
+    try:
+        cells = [r[column].strip() for r in rows[1:]]
+    except IndexError:
+        raise InvalidInputError(f"{path} has a row without the {label!r} column") from None
+    classes = model.classes
+    try:
+        if classes is None:
+            return np.array([float(c) for c in cells])
+        if classes.dtype.kind in "iu":
+            return np.array([int(float(c)) for c in cells], dtype=classes.dtype)
+        if classes.dtype.kind == "f":
+            return np.array([float(c) for c in cells], dtype=classes.dtype)
+        if classes.dtype.kind == "b":
+            return np.array([c.lower() in ("1", "true") for c in cells])
+    except ValueError as exc:
+        raise InvalidInputError(f"{path}: column {label!r} has a bad label: {exc}") from None
+    return np.array(cells, dtype=str)
