@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import lzma
 import operator
 import os
 import pickle
@@ -505,8 +506,10 @@ def test_binary_data_flags_and_header_form_are_checked() -> None:
     bad_bool[flags["offset"]] = 2
     with pytest.raises(ModelFormatError, match="bool bytes"):
         lite.from_binary_bytes(reseal_binary(header, bytes(bad_bool)))
-    with pytest.raises(ModelFormatError, match="unknown flags 0x0001"):
-        lite.from_binary_bytes(reseal_binary(header, body, flags=1))
+    with pytest.raises(ModelFormatError, match="unknown flags 0x0002"):
+        lite.from_binary_bytes(reseal_binary(header, body, flags=2))
+    with pytest.raises(ModelFormatError, match="not valid xz"):  # flag set, data not xz
+        lite.from_binary_bytes(reseal_binary(header, b"\x10" + bytes(15) + body, flags=1))
     pretty = json.dumps(header, indent=1, sort_keys=True).encode()
     with pytest.raises(IntegrityError, match="canonical"):
         lite.from_binary_bytes(reseal_binary(header, body, raw=pretty))
@@ -624,3 +627,32 @@ def test_hostile_quantized_fields_are_refused() -> None:
     ):
         with pytest.raises(error, match=message):
             lite.from_json_bytes(reseal_json(broken))
+
+
+def test_larger_data_sections_are_xz_compressed_and_bounded() -> None:
+    """Big models store their data section as xz (flag 1): smaller, still bit-exact, and a
+    hostile stream can neither overrun nor lie about its length."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = load_breast_cancer(return_X_y=True)
+    model = fedge.lower(RandomForestClassifier(20, random_state=0).fit(X, y))
+    blob = lite.to_binary_bytes(model)
+    assert lite._PREFIX.unpack_from(blob)[2] == lite.FLAG_XZ
+    assert models_equal(lite.from_binary_bytes(blob), model)
+    assert blob == lite.to_binary_bytes(model)  # deterministic
+    header, stored = split_binary(blob)
+    raw = lzma.decompress(stored[8:])
+    assert len(raw) == struct.unpack("<Q", stored[:8])[0]
+    assert len(stored) < len(raw) / 2
+    tiny = lite.to_binary_bytes(forest())  # compressing a few bytes would grow them
+    assert lite._PREFIX.unpack_from(tiny)[2] == 0
+    for data, message in (
+        (struct.pack("<Q", len(raw) - 1) + stored[8:], "not the"),
+        (struct.pack("<Q", len(raw) + 5) + stored[8:], "not the"),
+        (struct.pack("<Q", 2**40) + stored[8:], "4 GiB"),
+        (stored[:4], "shorter than its length"),
+        (stored + b"junk", "trailing"),
+    ):
+        with pytest.raises(ModelFormatError, match=message):
+            lite.from_binary_bytes(reseal_binary(header, data, flags=1))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import lzma
 import math
 import os
 import reprlib
@@ -74,6 +75,12 @@ FORMAT_VERSION = 2  # written; 2 added float16, int8/int16/uint8/uint16 and quan
 READABLE_VERSIONS = (1, 2)  # version 1 files are a subset of version 2
 MAGIC = b"FEDGE\x00"
 _PREFIX = struct.Struct("<6sHHIQ")  # magic, version, flags, header length, data length
+FLAG_XZ = 0x0001  # the data section is an xz stream (version 2), preceded by its raw length
+_RAW_LENGTH = struct.Struct("<Q")
+_MAX_RAW = 2**32  # largest raw data section a compressed file may declare
+# Fixed xz settings: the same arrays always compress to the same bytes. No integrity check
+# inside the stream: the file's SHA-256 covers it.
+_XZ_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 6}]
 _VERSION = struct.Struct("<H")
 _DIGEST_SIZE = 32
 _HEAD_SIZE = _PREFIX.size + _DIGEST_SIZE
@@ -372,8 +379,8 @@ def to_binary_bytes(model: Model) -> bytes:
     header = _canonical_compact(_model_doc(model, put))
     if len(header) >= _MAX_HEADER:
         raise ModelFormatError(f"the model's header ({len(header)} bytes) exceeds 4 GiB")
-    body = b"".join(chunks)
-    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header), len(body))
+    body, flags = _packed_data(b"".join(chunks))
+    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, flags, len(header), len(body))
     digest = _binary_digest(prefix, header, body)
     return prefix + digest + header + body
 
@@ -401,10 +408,12 @@ def from_binary_bytes(data: bytes) -> Model:
     """
     view = memoryview(bytes(data))
     flags, header_len = _verified_binary_prefix(view)
-    if flags != 0:
+    if flags & ~FLAG_XZ:
         raise ModelFormatError(f"the .fedge file sets unknown flags 0x{flags:04x}; upgrade fedge")
     header = _parsed_header(bytes(view[_HEAD_SIZE : _HEAD_SIZE + header_len]))
     body = view[_HEAD_SIZE + header_len :]
+    if flags & FLAG_XZ:
+        body = memoryview(_unpacked_data(body))
     cursor = 0
 
     def take(ref: Any, where: str, spec: _Array) -> np.ndarray:
@@ -750,6 +759,35 @@ def _verified_json_document(data: bytes, version: int) -> Any:
 
 
 # =========================================================================== binary encoding
+def _packed_data(raw: bytes) -> tuple[bytes, int]:
+    """The data section as stored, and its flags: xz-compressed (after its raw length) when
+    that is smaller, as it is for all but tiny models."""
+    packed = _RAW_LENGTH.pack(len(raw)) + lzma.compress(
+        raw, format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE, filters=_XZ_FILTERS
+    )
+    return (packed, FLAG_XZ) if len(packed) < len(raw) else (raw, 0)
+
+
+def _unpacked_data(stored: memoryview) -> bytes:
+    """Decompress a data section, never producing more than the length it declares."""
+    if len(stored) < _RAW_LENGTH.size:
+        raise ModelFormatError("the compressed data section is shorter than its length field")
+    (raw_len,) = _RAW_LENGTH.unpack_from(stored)
+    if raw_len > _MAX_RAW:
+        raise ModelFormatError(f"the compressed data section declares {raw_len} bytes (> 4 GiB)")
+    decoder = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    try:
+        raw = decoder.decompress(bytes(stored[_RAW_LENGTH.size :]), max_length=raw_len + 1)
+    except lzma.LZMAError as exc:
+        raise ModelFormatError(f"the compressed data section is not valid xz: {exc}") from None
+    if len(raw) != raw_len or not decoder.eof or decoder.unused_data:
+        raise ModelFormatError(
+            f"the compressed data section holds {len(raw)} bytes (or trailing data), "
+            f"not the {raw_len} it declares"
+        )
+    return raw
+
+
 def _binary_digest(prefix: bytes | memoryview, *rest: bytes | memoryview) -> bytes:
     h = hashlib.sha256(prefix)
     for part in rest:
