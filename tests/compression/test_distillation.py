@@ -65,7 +65,7 @@ def test_munge_transfer_rows_make_a_small_tree_better_than_training_it_directly(
     assert gain >= 0.02  # measured: +4.1 points with this seed
     report = distiller.report_
     assert report.rows == 600 and report.transfer_rows == 3000
-    assert report.student_bytes < report.teacher_bytes / 20
+    assert report.student_bytes < report.teacher_bytes / 10
     assert 0.5 < report.agreement <= 1.0
 
 

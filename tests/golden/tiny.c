@@ -51,13 +51,18 @@ void tiny_decision_function(const float *x, float *scores)
 {
     float a[2], b[2];
     long j, k, t;
-    (void)a; (void)b; (void)j; (void)k; (void)t;
-    for (j = 0; j < 1; ++j) {
-        float acc = FEDGE_RD_F32(tiny_s0_b, j);
+    int nan;
+    (void)a; (void)b; (void)j; (void)k; (void)t; (void)nan;
+    {
+        float acc0 = FEDGE_RD_F32(tiny_s0_b, 0);
         for (k = 0; k < 2; ++k) {
-            acc += x[k] * FEDGE_RD_F32(tiny_s0_w, k * 1 + j);
+            float xk = x[k];
+            acc0 += xk * FEDGE_RD_F32(tiny_s0_w, k * 1 + 0);
         }
-        a[j] = acc;
+        {
+            float acc = acc0;
+            a[0] = acc;
+        }
     }
     for (j = 0; j < 1; ++j) scores[j] = a[j];
 }

@@ -47,16 +47,20 @@ void tiny_trees_decision_function(const float *x, float *scores)
 {
     float a[2], b[2];
     long j, k, t;
-    (void)a; (void)b; (void)j; (void)k; (void)t;
+    int nan;
+    (void)a; (void)b; (void)j; (void)k; (void)t; (void)nan;
     for (j = 0; j < 1; ++j) {
         a[j] = 0.0f;
         a[j] += FEDGE_RD_F32(tiny_trees_s0_base, j);
     }
+    nan = 0;  /* rows without NaN take the walk without missing-value rules */
+    for (k = 0; k < 2; ++k) nan |= x[k] != x[k];
     for (t = 0; t + 8 <= 2; t += 8) {
         /* 8 trees side by side, added in order */
         unsigned long b0 = FEDGE_RD_U8(tiny_trees_s0_node_base, t + 0), b1 = FEDGE_RD_U8(tiny_trees_s0_node_base, t + 1), b2 = FEDGE_RD_U8(tiny_trees_s0_node_base, t + 2), b3 = FEDGE_RD_U8(tiny_trees_s0_node_base, t + 3), b4 = FEDGE_RD_U8(tiny_trees_s0_node_base, t + 4), b5 = FEDGE_RD_U8(tiny_trees_s0_node_base, t + 5), b6 = FEDGE_RD_U8(tiny_trees_s0_node_base, t + 6), b7 = FEDGE_RD_U8(tiny_trees_s0_node_base, t + 7);
         unsigned long c0 = FEDGE_RD_U8(tiny_trees_s0_roots, t + 0), c1 = FEDGE_RD_U8(tiny_trees_s0_roots, t + 1), c2 = FEDGE_RD_U8(tiny_trees_s0_roots, t + 2), c3 = FEDGE_RD_U8(tiny_trees_s0_roots, t + 3), c4 = FEDGE_RD_U8(tiny_trees_s0_roots, t + 4), c5 = FEDGE_RD_U8(tiny_trees_s0_roots, t + 5), c6 = FEDGE_RD_U8(tiny_trees_s0_roots, t + 6), c7 = FEDGE_RD_U8(tiny_trees_s0_roots, t + 7);
         long out;
+        if (nan) {
         while ((c0 < 2u) | (c1 < 2u) | (c2 < 2u) | (c3 < 2u) | (c4 < 2u) | (c5 < 2u) | (c6 < 2u) | (c7 < 2u)) {
             {
                 unsigned long g = c0 < 2u ? b0 + c0 : 0, next;
@@ -123,6 +127,74 @@ void tiny_trees_decision_function(const float *x, float *scores)
                 c7 = c7 < 2u ? next : c7;
             }
         }
+        } else {
+        while ((c0 < 2u) | (c1 < 2u) | (c2 < 2u) | (c3 < 2u) | (c4 < 2u) | (c5 < 2u) | (c6 < 2u) | (c7 < 2u)) {
+            {
+                unsigned long g = c0 < 2u ? b0 + c0 : 0, next;
+                unsigned long fm = FEDGE_RD_U8(tiny_trees_s0_feature, g);
+                float v = x[fm & 127ul];
+                int go_left = (v <= FEDGE_RD_F32(tiny_trees_s0_threshold, g));
+                next = FEDGE_RD_U8(tiny_trees_s0_child, 2 * g + !go_left);
+                c0 = c0 < 2u ? next : c0;
+            }
+            {
+                unsigned long g = c1 < 2u ? b1 + c1 : 0, next;
+                unsigned long fm = FEDGE_RD_U8(tiny_trees_s0_feature, g);
+                float v = x[fm & 127ul];
+                int go_left = (v <= FEDGE_RD_F32(tiny_trees_s0_threshold, g));
+                next = FEDGE_RD_U8(tiny_trees_s0_child, 2 * g + !go_left);
+                c1 = c1 < 2u ? next : c1;
+            }
+            {
+                unsigned long g = c2 < 2u ? b2 + c2 : 0, next;
+                unsigned long fm = FEDGE_RD_U8(tiny_trees_s0_feature, g);
+                float v = x[fm & 127ul];
+                int go_left = (v <= FEDGE_RD_F32(tiny_trees_s0_threshold, g));
+                next = FEDGE_RD_U8(tiny_trees_s0_child, 2 * g + !go_left);
+                c2 = c2 < 2u ? next : c2;
+            }
+            {
+                unsigned long g = c3 < 2u ? b3 + c3 : 0, next;
+                unsigned long fm = FEDGE_RD_U8(tiny_trees_s0_feature, g);
+                float v = x[fm & 127ul];
+                int go_left = (v <= FEDGE_RD_F32(tiny_trees_s0_threshold, g));
+                next = FEDGE_RD_U8(tiny_trees_s0_child, 2 * g + !go_left);
+                c3 = c3 < 2u ? next : c3;
+            }
+            {
+                unsigned long g = c4 < 2u ? b4 + c4 : 0, next;
+                unsigned long fm = FEDGE_RD_U8(tiny_trees_s0_feature, g);
+                float v = x[fm & 127ul];
+                int go_left = (v <= FEDGE_RD_F32(tiny_trees_s0_threshold, g));
+                next = FEDGE_RD_U8(tiny_trees_s0_child, 2 * g + !go_left);
+                c4 = c4 < 2u ? next : c4;
+            }
+            {
+                unsigned long g = c5 < 2u ? b5 + c5 : 0, next;
+                unsigned long fm = FEDGE_RD_U8(tiny_trees_s0_feature, g);
+                float v = x[fm & 127ul];
+                int go_left = (v <= FEDGE_RD_F32(tiny_trees_s0_threshold, g));
+                next = FEDGE_RD_U8(tiny_trees_s0_child, 2 * g + !go_left);
+                c5 = c5 < 2u ? next : c5;
+            }
+            {
+                unsigned long g = c6 < 2u ? b6 + c6 : 0, next;
+                unsigned long fm = FEDGE_RD_U8(tiny_trees_s0_feature, g);
+                float v = x[fm & 127ul];
+                int go_left = (v <= FEDGE_RD_F32(tiny_trees_s0_threshold, g));
+                next = FEDGE_RD_U8(tiny_trees_s0_child, 2 * g + !go_left);
+                c6 = c6 < 2u ? next : c6;
+            }
+            {
+                unsigned long g = c7 < 2u ? b7 + c7 : 0, next;
+                unsigned long fm = FEDGE_RD_U8(tiny_trees_s0_feature, g);
+                float v = x[fm & 127ul];
+                int go_left = (v <= FEDGE_RD_F32(tiny_trees_s0_threshold, g));
+                next = FEDGE_RD_U8(tiny_trees_s0_child, 2 * g + !go_left);
+                c7 = c7 < 2u ? next : c7;
+            }
+        }
+        }
         out = FEDGE_RD_U8(tiny_trees_s0_offset, t + 0);
         for (k = 0; k < 1; ++k) a[out + k] += FEDGE_RD_F32(tiny_trees_s0_leaves, (c0 - 2u) * 1 + k);
         out = FEDGE_RD_U8(tiny_trees_s0_offset, t + 1);
@@ -176,11 +248,14 @@ void tiny_trees_decision_function_batch(const float *x, long n, float *scores)
     const float *row[32];
     float acc[32];
     long i0, r, j, k, t;
+    int nan;
     for (i0 = 0; i0 < n; i0 += 32) {
         long m = n - i0 < 32 ? n - i0 : 32;
+        nan = 0;  /* blocks without NaN skip the missing-value rules */
         for (r = 0; r < 32; ++r) {
             float *o = acc + r * 1;
             row[r] = x + (i0 + (r < m ? r : 0)) * 2;
+            for (k = 0; k < 2; ++k) nan |= row[r][k] != row[r][k];
             for (j = 0; j < 1; ++j) {
                 o[j] = 0.0f;
                 o[j] += FEDGE_RD_F32(tiny_trees_s0_base, j);
@@ -199,6 +274,7 @@ void tiny_trees_decision_function_batch(const float *x, long n, float *scores)
             for (r = 0; r < 32; r += 8) {  /* roots are node 0 */
                 const float *x0 = row[r + 0], *x1 = row[r + 1], *x2 = row[r + 2], *x3 = row[r + 3], *x4 = row[r + 4], *x5 = row[r + 5], *x6 = row[r + 6], *x7 = row[r + 7];
                 unsigned long c0 = 0, c1 = 0, c2 = 0, c3 = 0, c4 = 0, c5 = 0, c6 = 0, c7 = 0;
+                if (nan) {
                 do {
                     {
                         unsigned long g = c0 < 2u ? base + c0 : 0, next;
@@ -265,6 +341,74 @@ void tiny_trees_decision_function_batch(const float *x, long n, float *scores)
                         c7 = c7 < 2u ? next : c7;
                     }
                 } while ((c0 < 2u) | (c1 < 2u) | (c2 < 2u) | (c3 < 2u) | (c4 < 2u) | (c5 < 2u) | (c6 < 2u) | (c7 < 2u));
+                } else {
+                do {
+                    {
+                        unsigned long g = c0 < 2u ? base + c0 : 0, next;
+                        unsigned long fm = FEDGE_RD_U8(tiny_trees_s0_feature, g);
+                        float v = x0[fm & 127ul];
+                        int go_left = (v <= FEDGE_RD_F32(tiny_trees_s0_threshold, g));
+                        next = FEDGE_RD_U8(tiny_trees_s0_child, 2 * g + !go_left);
+                        c0 = c0 < 2u ? next : c0;
+                    }
+                    {
+                        unsigned long g = c1 < 2u ? base + c1 : 0, next;
+                        unsigned long fm = FEDGE_RD_U8(tiny_trees_s0_feature, g);
+                        float v = x1[fm & 127ul];
+                        int go_left = (v <= FEDGE_RD_F32(tiny_trees_s0_threshold, g));
+                        next = FEDGE_RD_U8(tiny_trees_s0_child, 2 * g + !go_left);
+                        c1 = c1 < 2u ? next : c1;
+                    }
+                    {
+                        unsigned long g = c2 < 2u ? base + c2 : 0, next;
+                        unsigned long fm = FEDGE_RD_U8(tiny_trees_s0_feature, g);
+                        float v = x2[fm & 127ul];
+                        int go_left = (v <= FEDGE_RD_F32(tiny_trees_s0_threshold, g));
+                        next = FEDGE_RD_U8(tiny_trees_s0_child, 2 * g + !go_left);
+                        c2 = c2 < 2u ? next : c2;
+                    }
+                    {
+                        unsigned long g = c3 < 2u ? base + c3 : 0, next;
+                        unsigned long fm = FEDGE_RD_U8(tiny_trees_s0_feature, g);
+                        float v = x3[fm & 127ul];
+                        int go_left = (v <= FEDGE_RD_F32(tiny_trees_s0_threshold, g));
+                        next = FEDGE_RD_U8(tiny_trees_s0_child, 2 * g + !go_left);
+                        c3 = c3 < 2u ? next : c3;
+                    }
+                    {
+                        unsigned long g = c4 < 2u ? base + c4 : 0, next;
+                        unsigned long fm = FEDGE_RD_U8(tiny_trees_s0_feature, g);
+                        float v = x4[fm & 127ul];
+                        int go_left = (v <= FEDGE_RD_F32(tiny_trees_s0_threshold, g));
+                        next = FEDGE_RD_U8(tiny_trees_s0_child, 2 * g + !go_left);
+                        c4 = c4 < 2u ? next : c4;
+                    }
+                    {
+                        unsigned long g = c5 < 2u ? base + c5 : 0, next;
+                        unsigned long fm = FEDGE_RD_U8(tiny_trees_s0_feature, g);
+                        float v = x5[fm & 127ul];
+                        int go_left = (v <= FEDGE_RD_F32(tiny_trees_s0_threshold, g));
+                        next = FEDGE_RD_U8(tiny_trees_s0_child, 2 * g + !go_left);
+                        c5 = c5 < 2u ? next : c5;
+                    }
+                    {
+                        unsigned long g = c6 < 2u ? base + c6 : 0, next;
+                        unsigned long fm = FEDGE_RD_U8(tiny_trees_s0_feature, g);
+                        float v = x6[fm & 127ul];
+                        int go_left = (v <= FEDGE_RD_F32(tiny_trees_s0_threshold, g));
+                        next = FEDGE_RD_U8(tiny_trees_s0_child, 2 * g + !go_left);
+                        c6 = c6 < 2u ? next : c6;
+                    }
+                    {
+                        unsigned long g = c7 < 2u ? base + c7 : 0, next;
+                        unsigned long fm = FEDGE_RD_U8(tiny_trees_s0_feature, g);
+                        float v = x7[fm & 127ul];
+                        int go_left = (v <= FEDGE_RD_F32(tiny_trees_s0_threshold, g));
+                        next = FEDGE_RD_U8(tiny_trees_s0_child, 2 * g + !go_left);
+                        c7 = c7 < 2u ? next : c7;
+                    }
+                } while ((c0 < 2u) | (c1 < 2u) | (c2 < 2u) | (c3 < 2u) | (c4 < 2u) | (c5 < 2u) | (c6 < 2u) | (c7 < 2u));
+                }
                 for (k = 0; k < 1; ++k) acc[(r + 0) * 1 + off + k] += FEDGE_RD_F32(tiny_trees_s0_leaves, (c0 - 2u) * 1 + k);
                 for (k = 0; k < 1; ++k) acc[(r + 1) * 1 + off + k] += FEDGE_RD_F32(tiny_trees_s0_leaves, (c1 - 2u) * 1 + k);
                 for (k = 0; k < 1; ++k) acc[(r + 2) * 1 + off + k] += FEDGE_RD_F32(tiny_trees_s0_leaves, (c2 - 2u) * 1 + k);

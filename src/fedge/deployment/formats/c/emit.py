@@ -34,6 +34,7 @@ from fedge.ir.nodes import (
     Link,
     Model,
     PredictFrom,
+    QuantizedDense,
     Step,
     Task,
     TreeEnsemble,
@@ -139,6 +140,7 @@ class _TreeInfo:
     cmp: str
     src: str  # buffer the ensemble reads its input from
     names: str  # prefix of the ensemble's table names
+    leaf_rd: str = "FEDGE_RD_F32"  # read macro of leaves and base score (float16: 16 bits)
 
     def step_name(self, what: str) -> str:
         return f"{self.names}{what}"
@@ -154,28 +156,56 @@ class _Emitter:
         self.tables: list[str] = []
         self.body: list[str] = []
         self.math: set[str] = set()  # device-math functions the code calls
+        self.int_reads: set[str] = set()  # FEDGE_RD_I8 / FEDGE_RD_I16, when used
+        self.half = False  # whether float16 tables (and the half-to-float helper) are used
 
     def name(self, step: int, what: str) -> str:
         return f"{self.p}_s{step}_{what}"
 
+    def ftable(self, name: str, values: np.ndarray) -> str:
+        """Append a float table and return its read macro: float16 tensors stay 2 bytes a
+        value (their bit patterns, widened exactly by ``<prefix>_half`` on reading)."""
+        text, rd = self.ftable_text(name, values)
+        self.tables.append(text)
+        return rd
+
+    def ftable_text(self, name: str, values: np.ndarray) -> tuple[str, str]:
+        """The text of a float table (see :meth:`ftable`) and its read macro."""
+        arr = np.asarray(values)
+        if arr.dtype == np.float16:
+            self.half = True
+            return _table(name, "unsigned short", arr.view(np.uint16)), f"{self.p.upper()}_RD_F16"
+        return _table(name, "float", arr.astype(np.float32)), "FEDGE_RD_F32"
+
+    def finish(self, act: Activation) -> str:
+        """C expression applying ``act`` to the float ``acc`` (registers the math it calls)."""
+        if act in (Activation.TANH, Activation.LOGISTIC):
+            self.math.add(act.value)
+        return {
+            Activation.IDENTITY: "acc",
+            Activation.RELU: "(acc > 0.0f ? acc : 0.0f)",
+            Activation.TANH: f"{self.p}_tanh(acc)",
+            Activation.LOGISTIC: f"{self.p}_logistic(acc)",
+        }[act]
+
     # ---------------------------------------------------------------- steps
     def impute(self, i: int, step: Impute, src: str, dst: str) -> None:
         fill = self.name(i, "fill")
-        self.tables.append(_table(fill, "float", step.fill.astype(np.float32)))
+        rd = self.ftable(fill, step.fill)
         self.body.append(
             f"    for (j = 0; j < {step.n_inputs}; ++j) {{\n"
-            f"        {dst}[j] = ({src}[j] != {src}[j]) ? FEDGE_RD_F32({fill}, j) : {src}[j];\n"
+            f"        {dst}[j] = ({src}[j] != {src}[j]) ? {rd}({fill}, j) : {src}[j];\n"
             f"    }}\n"
         )
 
     def affine(self, i: int, step: Affine, src: str, dst: str) -> None:
         off, sc = self.name(i, "offset"), self.name(i, "scale")
-        self.tables.append(_table(off, "float", step.offset.astype(np.float32)))
-        self.tables.append(_table(sc, "float", step.scale.astype(np.float32)))
+        rd = self.ftable(off, step.offset)
+        self.ftable(sc, step.scale)  # same dtype
         if step.order is AffineOrder.SUBTRACT_DIVIDE:
-            expr = f"({src}[j] - FEDGE_RD_F32({off}, j)) / FEDGE_RD_F32({sc}, j)"
+            expr = f"({src}[j] - {rd}({off}, j)) / {rd}({sc}, j)"
         else:
-            expr = f"{src}[j] * FEDGE_RD_F32({sc}, j) + FEDGE_RD_F32({off}, j)"
+            expr = f"{src}[j] * {rd}({sc}, j) + {rd}({off}, j)"
         self.body.append(
             f"    for (j = 0; j < {step.n_inputs}; ++j) {{\n        {dst}[j] = {expr};\n    }}\n"
         )
@@ -183,8 +213,7 @@ class _Emitter:
     def dense(self, i: int, step: Linear | Dense, src: str, dst: str) -> None:
         w, b = self.name(i, "w"), self.name(i, "b")
         # Row-major (n_inputs, n_outputs): acc = b; acc += x[k] * w[k][j] for k = 0.. in order.
-        self.tables.append(_table(w, "float", step.weights.astype(np.float32)))
-        self.tables.append(_table(b, "float", step.bias.astype(np.float32)))
+        wr, br = self.ftable(w, step.weights), self.ftable(b, step.bias)
         act = step.activation if isinstance(step, Dense) else Activation.IDENTITY
         n_in, n_out = step.n_inputs, step.n_outputs
         finish = {
@@ -195,14 +224,123 @@ class _Emitter:
         }[act]
         if act in (Activation.TANH, Activation.LOGISTIC):
             self.math.add(act.value)
+        if n_out <= SCALAR_OUTPUTS:
+            # One register accumulator per output, all advanced in one pass over the inputs:
+            # each still adds its inputs in order k = 0, 1, ..., and the CPU overlaps them.
+            outs = range(n_out)
+            self.body.append(
+                "    {\n        float "
+                + ", ".join(f"acc{j} = {br}({b}, {j})" for j in outs)
+                + ";\n"
+                f"        for (k = 0; k < {n_in}; ++k) {{\n"
+                f"            float xk = {src}[k];\n"
+                + "".join(
+                    f"            acc{j} += xk * {wr}({w}, k * {n_out} + {j});\n" for j in outs
+                )
+                + "        }\n"
+                + "".join(
+                    f"        {{\n            float acc = acc{j};\n"
+                    f"            {dst}[{j}] = {finish};\n        }}\n"
+                    for j in outs
+                )
+                + "    }\n"
+            )
+            return
         self.body.append(
             f"    for (j = 0; j < {n_out}; ++j) {{\n"
-            f"        float acc = FEDGE_RD_F32({b}, j);\n"
+            f"        float acc = {br}({b}, j);\n"
             f"        for (k = 0; k < {n_in}; ++k) {{\n"
-            f"            acc += {src}[k] * FEDGE_RD_F32({w}, k * {n_out} + j);\n"
+            f"            acc += {src}[k] * {wr}({w}, k * {n_out} + j);\n"
             f"        }}\n"
             f"        {dst}[j] = {finish};\n"
             f"    }}\n"
+        )
+
+    def quantized_dense(self, i: int, step: QuantizedDense, src: str, dst: str) -> None:
+        """Integer weights (int8 ``signed char`` / int16 ``short`` tables). ``input_bits`` 0:
+        each weight becomes ``(float)(q - zp) * scale`` on the fly and is accumulated as in
+        :meth:`dense`. 8: the row is quantized to int8 (``s = max|x| / 127``, ties to even,
+        clipped to +-127), products summed exactly in integers, then
+        ``(float)sum * (s * scale) + bias``; as runtime ``_dynamic_matmul`` in device mode."""
+        n_in, n_out = step.n_inputs, step.n_outputs
+        int8 = step.weights.dtype == np.int8
+        ctype, rd = ("signed char", "FEDGE_RD_I8") if int8 else ("short", "FEDGE_RD_I16")
+        self.int_reads.add(rd)
+        w, b = self.name(i, "w"), self.name(i, "b")
+        self.tables.append(_table(w, ctype, step.weights))
+        self.tables.append(_table(b, "float", step.bias))
+        # Per-tensor parameters are literals; per-channel ones are tables. Zero points are
+        # stored in the weights' type (the IR keeps them within its range).
+        if step.scale.shape[0] == 1:
+            scale = _f32(step.scale[0])
+            zp = int(step.zero_point[0])
+            zp_of = f" - {zp}" if zp > 0 else (f" + {-zp}" if zp < 0 else "")
+        else:
+            sc, zpt = self.name(i, "scale"), self.name(i, "zp")
+            self.tables.append(_table(sc, "float", step.scale))
+            scale = f"FEDGE_RD_F32({sc}, j)"
+            zp_of = ""
+            if np.any(step.zero_point != 0):
+                self.tables.append(_table(zpt, ctype, step.zero_point))
+                zp_of = f" - {rd}({zpt}, j)"
+        # int8 - zp fits a 16-bit int; int16 - zp needs long (on AVR, int is 16 bits).
+        wide = "int" if int8 else "long"
+        centred = f"({wide}){rd}({w}, k * {n_out} + j){zp_of}"
+        finish = self.finish(step.activation)
+        apply = (
+            ""
+            if step.activation is Activation.IDENTITY
+            else f"    for (j = 0; j < {n_out}; ++j) {{\n"
+            f"        float acc = {dst}[j];\n        {dst}[j] = {finish};\n    }}\n"
+        )
+        if step.input_bits == 0:
+            self.body.append(
+                f"    for (j = 0; j < {n_out}; ++j) {dst}[j] = FEDGE_RD_F32({b}, j);\n"
+                f"    for (k = 0; k < {n_in}; ++k) {{\n"
+                f"        float xk = {src}[k];\n"
+                f"        for (j = 0; j < {n_out}; ++j) {{\n"
+                f"            {dst}[j] += xk * ((float)({centred}) * {scale});\n"
+                f"        }}\n"
+                f"    }}\n{apply}"
+            )
+            return
+        # The exact integer sums need 127 * sum_k |w[k][j] - zp[j]| in the accumulator: `long`
+        # (32 bits at least) when that fits, else `long long` (64 bits, C99).
+        centred_abs = np.abs(step.weights.astype(np.int64) - step.zero_point.astype(np.int64))
+        bound = 127 * int(centred_abs.sum(axis=0).max())
+        acc_t = "long" if bound <= 2**31 - 1 else "long long"
+        self.body.append(
+            f"    {{  /* dynamic int8 inputs: one scale per row */\n"
+            f"        float m = 0.0f, s;\n"
+            f"        {acc_t} sum[{n_out}];  /* |sum| <= {bound} */\n"
+            f"        for (k = 0; k < {n_in}; ++k) {{\n"
+            f"            float v = {src}[k] < 0.0f ? -{src}[k] : {src}[k];\n"
+            f"            if (v > m || v != v) m = v;  /* NaN wins, as numpy's max */\n"
+            f"        }}\n"
+            f"        s = m / 127.0f;\n"
+            f"        if (s == 0.0f) s = 1.0f;\n"
+            f"        for (j = 0; j < {n_out}; ++j) sum[j] = 0;\n"
+            f"        for (k = 0; k < {n_in}; ++k) {{\n"
+            f"            float r = {src}[k] / s;\n"
+            f"            int q = 0;  /* NaN (the row holds NaN or +-Inf): the outputs are NaN */\n"
+            f"            if (r >= 127.0f) {{\n"
+            f"                q = 127;\n"
+            f"            }} else if (r <= -127.0f) {{\n"
+            f"                q = -127;\n"
+            f"            }} else if (r == r) {{  /* round half to even, as rint */\n"
+            f"                float f;\n"
+            f"                q = (int)r;\n"
+            f"                f = r - (float)q;  /* exact */\n"
+            f"                if (f > 0.5f || (f == 0.5f && q % 2 != 0)) ++q;\n"
+            f"                else if (f < -0.5f || (f == -0.5f && q % 2 != 0)) --q;\n"
+            f"            }}\n"
+            f"            if (q == 0) continue;\n"
+            f"            for (j = 0; j < {n_out}; ++j) sum[j] += q * ({centred});\n"
+            f"        }}\n"
+            f"        for (j = 0; j < {n_out}; ++j) {{\n"
+            f"            {dst}[j] = (float)sum[j] * (s * {scale}) + FEDGE_RD_F32({b}, j);\n"
+            f"        }}\n"
+            f"    }}\n{apply}"
         )
 
     def trees(self, i: int, step: TreeEnsemble, src: str, dst: str) -> None:
@@ -216,15 +354,21 @@ class _Emitter:
         feat_type, feat_rd, _ = unsigned_type(int(tables.feature.max(initial=0)))
         base_type, base_rd, _ = unsigned_type(int(tables.node_base.max(initial=0)))
         off_type, off_rd, _ = unsigned_type(step.n_outputs)
+        # float16 leaves: compact_trees deduplicated them as float32, which holds them exactly.
+        half = step.leaf_values.dtype == np.float16
+        leaf_text, leaf_rd = self.ftable_text(
+            n(i, "leaves"), tables.leaves.astype(np.float16) if half else tables.leaves
+        )
+        base_text, _ = self.ftable_text(n(i, "base"), step.base_score)
         self.tables += [
             _table(n(i, "node_base"), base_type, tables.node_base),
             _table(n(i, "roots"), ref_type, tables.roots),
             _table(n(i, "feature"), feat_type, tables.feature),
             _table(n(i, "threshold"), "float", tables.threshold),
             _table(n(i, "child"), ref_type, tables.child),
-            _table(n(i, "leaves"), "float", tables.leaves),
+            leaf_text,
             _table(n(i, "offset"), off_type, step.tree_offset),
-            _table(n(i, "base"), "float", step.base_score.astype(np.float32)),
+            base_text,
         ]
         if tables.missing_bit:
             mask = tables.missing_bit - 1
@@ -247,20 +391,23 @@ class _Emitter:
             cmp,
             src,
             n(i, ""),
+            leaf_rd,
         )
         self.last_tree = info
         width, lim = step.leaf_width, f"{tables.limit}u"
-        start, finish = _accumulate(step, dst, n(i, "base"))
+        start, finish = _accumulate(step, dst, n(i, "base"), leaf_rd)
         tl = range(TREE_LANES)
         leaves = n(i, "leaves")
         adds = "".join(
             f"        out = {off_rd}({n(i, 'offset')}, t + {q});\n"
             f"        for (k = 0; k < {width}; ++k) {dst}[out + k] += "
-            f"FEDGE_RD_F32({leaves}, (c{q} - {lim}) * {width} + k);\n"
+            f"{leaf_rd}({leaves}, (c{q} - {lim}) * {width} + k);\n"
             for q in tl
         )
         self.body.append(
             f"{start}"
+            f"    nan = 0;  /* rows without NaN take the walk without missing-value rules */\n"
+            f"    for (k = 0; k < {step.n_features}; ++k) nan |= {src}[k] != {src}[k];\n"
             f"    for (t = 0; t + {TREE_LANES} <= {step.n_trees}; t += {TREE_LANES}) {{\n"
             f"        /* {TREE_LANES} trees side by side, added in order */\n"
             f"        unsigned long "
@@ -268,7 +415,13 @@ class _Emitter:
             + ";\n        unsigned long "
             + ", ".join(f"c{q} = {ref_rd}({n(i, 'roots')}, t + {q})" for q in tl)
             + ";\n        long out;\n"
-            + _lane_walk(info, [(src, f"b{q}") for q in tl], "        ", first=False)
+            + "        if (nan) {\n"
+            + _lane_walk(
+                info, [(src, f"b{q}") for q in tl], "        ", first=False, nan_free=False
+            )
+            + "        } else {\n"
+            + _lane_walk(info, [(src, f"b{q}") for q in tl], "        ", first=False, nan_free=True)
+            + "        }\n"
             + adds
             + f"    }}\n"
             f"    for (; t < {step.n_trees}; ++t) {{\n"
@@ -282,7 +435,7 @@ class _Emitter:
             f"        }}\n"
             f"        ref -= {lim};\n"
             f"        for (k = 0; k < {width}; ++k) {{\n"
-            f"            {dst}[out + k] += FEDGE_RD_F32({leaves}, ref * {width} + k);\n"
+            f"            {dst}[out + k] += {leaf_rd}({leaves}, ref * {width} + k);\n"
             f"        }}\n"
             f"    }}\n{finish}"
         )
@@ -294,7 +447,7 @@ class _Emitter:
         cmp = "<=" if step.comparison is Comparison.LE else "<"
         leaves = step.leaf_values.astype(np.float32)
         base = self.name(i, "base")
-        self.tables.append(_table(base, "float", step.base_score.astype(np.float32)))
+        base_rd = self.ftable(base, step.base_score)
         calls = []
         for t in range(step.n_trees):
             fn = self.name(i, f"tree{t}")
@@ -330,7 +483,7 @@ class _Emitter:
             lines.append("}\n")
             self.helpers.append("".join(lines))
             calls.append(f"    {fn}({src}, {dst});\n")
-        start, finish = _accumulate(step, dst, base)
+        start, finish = _accumulate(step, dst, base, base_rd)
         self.body.append(start + "".join(calls) + finish)
 
     def step(self, i: int, step: Step, src: str, dst: str) -> None:
@@ -339,6 +492,7 @@ class _Emitter:
             Affine: self.affine,
             Linear: self.dense,
             Dense: self.dense,
+            QuantizedDense: self.quantized_dense,
             TreeEnsemble: self.trees,
         }
         handler = handlers.get(type(step))
@@ -347,27 +501,31 @@ class _Emitter:
         handler(i, step, src, dst)  # type: ignore[operator]
 
 
-def _split(info: _TreeInfo, var: str, load: str, indent: str) -> str:
+def _split(info: _TreeInfo, var: str, load: str, indent: str, nan_free: bool = False) -> str:
     """Statements deciding ``go_left`` at node ``g`` for the input value ``load``, without a
-    branch: a NaN fails every comparison, so the missing-value rule is or-ed in."""
+    branch: a NaN fails every comparison, so the missing-value rule is or-ed in (left out
+    when the caller knows the row has no NaN)."""
     th = f"FEDGE_RD_F32({info.step_name('threshold')}, g)"
+    missing = "" if nan_free else f" | (({var} != {var}) & {info.missing})"
     return (
         f"{indent}unsigned long fm = {info.feat_rd}({info.step_name('feature')}, g);\n"
         f"{indent}float {var} = {load};\n"
-        f"{indent}int go_left = ({var} {info.cmp} {th}) | (({var} != {var}) & {info.missing});\n"
+        f"{indent}int go_left = ({var} {info.cmp} {th}){missing};\n"
     )
 
 
-def _lane_walk(info: _TreeInfo, lanes: list[tuple[str, str]], ind: str, *, first: bool) -> str:
+def _lane_walk(
+    info: _TreeInfo, lanes: list[tuple[str, str]], ind: str, *, first: bool, nan_free: bool
+) -> str:
     """Walk lane q's reference ``c<q>`` (input row ``x``, tree base ``b``, one pair per lane)
     down to a leaf, all lanes one level per pass with no branch but the loop's. A lane at a
     leaf keeps it, reading node 0 in the meantime (always a valid index). ``first``: every
-    lane starts at a split (a do-while saves one test)."""
+    lane starts at a split (a do-while saves one test). ``nan_free``: the rows hold no NaN."""
     lim = f"{info.limit}u"
     steps = "".join(
         f"{ind}    {{\n"
         f"{ind}        unsigned long g = c{q} < {lim} ? {b} + c{q} : 0, next;\n"
-        f"{_split(info, 'v', f'{x}[fm & {info.feat_mask}ul]', ind + '        ')}"
+        f"{_split(info, 'v', f'{x}[fm & {info.feat_mask}ul]', ind + '        ', nan_free)}"
         f"{ind}        next = {info.ref_rd}({info.step_name('child')}, 2 * g + !go_left);\n"
         f"{ind}        c{q} = c{q} < {lim} ? next : c{q};\n"
         f"{ind}    }}\n"
@@ -379,11 +537,13 @@ def _lane_walk(info: _TreeInfo, lanes: list[tuple[str, str]], ind: str, *, first
     return f"{ind}while ({test}) {{\n{steps}{ind}}}\n"
 
 
-def _accumulate(step: TreeEnsemble, dst: str, base: str) -> tuple[str, str]:
+def _accumulate(
+    step: TreeEnsemble, dst: str, base: str, rd: str = "FEDGE_RD_F32"
+) -> tuple[str, str]:
     """Code before and after the trees add their leaves to ``dst``, in device mode's order:
     sum: ``0 + base``, then the trees; mean: ``0``, the trees, ``/ n_trees``, ``+ base``."""
     mean = step.aggregation is Aggregation.MEAN
-    add_base = f"        {dst}[j] += FEDGE_RD_F32({base}, j);\n"
+    add_base = f"        {dst}[j] += {rd}({base}, j);\n"
     start = (
         f"    for (j = 0; j < {step.n_outputs}; ++j) {{\n"
         f"        {dst}[j] = 0.0f;\n{'' if mean else add_base}    }}\n"
@@ -402,8 +562,8 @@ def _steps_function(signature: str, width: int, body: list[str], src: str, n: in
     ``n`` values left in ``src`` to ``out``."""
     return (
         f"{signature}\n{{\n"
-        f"    float a[{width}], b[{width}];\n    long j, k, t;\n"
-        f"    (void)a; (void)b; (void)j; (void)k; (void)t;\n"
+        f"    float a[{width}], b[{width}];\n    long j, k, t;\n    int nan;\n"
+        f"    (void)a; (void)b; (void)j; (void)k; (void)t; (void)nan;\n"
         + "".join(body)
         + f"    for (j = 0; j < {n}; ++j) {out}[j] = {src}[j];\n}}\n"
     )
@@ -530,10 +690,11 @@ def emit_c(model: Model, prefix: str = "model", *, layout: str = "table") -> CSo
             f"    {p}_decision_function(x, s);\n    {p}_values_from_scores(s, y);\n}}\n"
         )
     functions.append(_batch_functions(model, p, has_proba, classification, em, width))
-    math_code = _device_math(p, math)
+    math_code = _device_math(p, math) + (_half_code(p) if em.half else "")
     source = (
         f"/* Generated by fedge from {_source_name(model)}. Do not edit. */\n"
-        f'#include <math.h>\n#include "{p}.h"\n\n'
+        + ("#include <stdint.h>\n" if em.half else "")
+        + f'#include <math.h>\n#include "{p}.h"\n\n'
         "#ifndef FEDGE_CONST\n#define FEDGE_CONST static const\n#endif\n"
         + "".join(
             f"#ifndef {m}\n#define {m}(table, i) ((table)[i])\n#endif\n"
@@ -542,8 +703,10 @@ def emit_c(model: Model, prefix: str = "model", *, layout: str = "table") -> CSo
                 "FEDGE_RD_U8",
                 "FEDGE_RD_U16",
                 "FEDGE_RD_U32",
+                *sorted(em.int_reads),
             )
         )
+        + (f"#define {P}_RD_F16(table, i) {p}_half(FEDGE_RD_U16(table, i))\n" if em.half else "")
         + "\n"
         + "".join(em.tables)
         + "\n"
@@ -582,6 +745,7 @@ def _argmax(n: int) -> str:
 
 
 TREE_LANES = 8  # trees one row walks side by side
+SCALAR_OUTPUTS = 8  # layers this narrow keep one register accumulator per output
 BLOCK = 32  # rows a batch walks through each tree together (a multiple of the lanes)
 
 
@@ -673,7 +837,7 @@ def _scores_batch(model: Model, p: str, em: _Emitter, width: int) -> str:
     w = step.leaf_width
     lim = f"{info.limit}u"
     mean = step.aggregation is Aggregation.MEAN
-    base = f"FEDGE_RD_F32({t('base')}, j)"
+    base = f"{info.leaf_rd}({t('base')}, j)"
     init = "" if mean else f"\n                o[j] += {base};"
     finish = (
         f"        for (r = 0; r < m; ++r) {{\n"
@@ -688,10 +852,18 @@ def _scores_batch(model: Model, p: str, em: _Emitter, width: int) -> str:
     walk = (
         f"                const float {', '.join(f'*x{q} = row[r + {q}]' for q in lanes)};\n"
         f"                unsigned long {', '.join(f'c{q} = 0' for q in lanes)};\n"
-        + _lane_walk(info, [(f"x{q}", "base") for q in lanes], "                ", first=True)
+        + "                if (nan) {\n"
+        + _lane_walk(
+            info, [(f"x{q}", "base") for q in lanes], "                ", first=True, nan_free=False
+        )
+        + "                } else {\n"
+        + _lane_walk(
+            info, [(f"x{q}", "base") for q in lanes], "                ", first=True, nan_free=True
+        )
+        + "                }\n"
         + "".join(
             f"                for (k = 0; k < {w}; ++k) acc[(r + {q}) * {no} + off + k] += "
-            f"FEDGE_RD_F32({t('leaves')}, (c{q} - {lim}) * {w} + k);\n"
+            f"{info.leaf_rd}({t('leaves')}, (c{q} - {lim}) * {w} + k);\n"
             for q in lanes
         )
     )
@@ -700,12 +872,14 @@ def _scores_batch(model: Model, p: str, em: _Emitter, width: int) -> str:
         + head
         + (
             f"{locals_}    const float *row[{BLOCK}];\n    float acc[{BLOCK * no}];\n"
-            f"    long i0, r, j, k, t;\n"
+            f"    long i0, r, j, k, t;\n    int nan;\n"
             f"    for (i0 = 0; i0 < n; i0 += {BLOCK}) {{\n"
             f"        long m = n - i0 < {BLOCK} ? n - i0 : {BLOCK};\n"
+            f"        nan = 0;  /* blocks without NaN skip the missing-value rules */\n"
             f"        for (r = 0; r < {BLOCK}; ++r) {{\n"
             f"            float *o = acc + r * {no};\n"
             f"            {load}\n"
+            f"            for (k = 0; k < {nf}; ++k) nan |= row[r][k] != row[r][k];\n"
             f"            for (j = 0; j < {no}; ++j) {{\n"
             f"                o[j] = 0.0f;{init}\n"
             f"            }}\n        }}\n"
@@ -716,7 +890,7 @@ def _scores_batch(model: Model, p: str, em: _Emitter, width: int) -> str:
             f"            if (root >= {lim}) {{  /* a single-leaf tree */\n"
             f"                for (r = 0; r < {BLOCK}; ++r) {{\n"
             f"                    for (k = 0; k < {w}; ++k) acc[r * {no} + off + k] += "
-            f"FEDGE_RD_F32({t('leaves')}, (root - {lim}) * {w} + k);\n"
+            f"{info.leaf_rd}({t('leaves')}, (root - {lim}) * {w} + k);\n"
             f"                }}\n                continue;\n            }}\n"
             f"            for (r = 0; r < {BLOCK}; r += {LANES}) {{  /* roots are node 0 */\n"
             f"{walk}"
@@ -737,6 +911,26 @@ def _device_math(p: str, needed: set[str]) -> str:
     for fn in devicemath.C_FUNCTIONS:
         code = code.replace(f"fedge_{fn}(", f"{p}_{fn}(")
     return code + "\n"
+
+
+def _half_code(p: str) -> str:
+    """Widen a float16 bit pattern to float32, exactly (every float16 is a float32): zero,
+    subnormal, normal, infinity and NaN (payload kept, as numpy's astype)."""
+    return (
+        f"static float {p}_half(unsigned int bits)\n{{\n"
+        "    union { uint32_t u; float f; } v;\n"
+        "    uint32_t sign = (uint32_t)(bits & 0x8000u) << 16;\n"
+        "    uint32_t e = (bits >> 10) & 0x1fu, m = bits & 0x3ffu;\n"
+        "    if (e == 0u) {  /* zero or subnormal: m * 2^-24, exact in float32 */\n"
+        "        v.f = (float)m * 5.9604644775390625e-08f;\n"
+        "        v.u |= sign;\n"
+        "    } else if (e == 31u) {  /* infinity or NaN */\n"
+        "        v.u = sign | 0x7f800000u | (m << 13);\n"
+        "    } else {  /* normal: rebias the exponent from 15 to 127 */\n"
+        "        v.u = sign | ((e + 112u) << 23) | (m << 13);\n"
+        "    }\n"
+        "    return v.f;\n}\n\n"
+    )
 
 
 def _source_name(model: Model) -> str:
