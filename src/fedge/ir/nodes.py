@@ -402,8 +402,43 @@ class QuantizedDense:
         return centred.astype(np.float32) * self.scale
 
 
+class _Forest:
+    """Sizes shared by :class:`TreeEnsemble` and :class:`QuantizedTrees` (same layout)."""
+
+    n_features: int
+    feature: np.ndarray
+    roots: np.ndarray
+    leaf_values: np.ndarray
+    depths: np.ndarray
+
+    @property
+    def n_inputs(self) -> int:
+        return self.n_features
+
+    @property
+    def n_trees(self) -> int:
+        return int(self.roots.shape[0])
+
+    @property
+    def n_nodes(self) -> int:
+        """Number of internal (split) nodes."""
+        return int(self.feature.shape[0])
+
+    @property
+    def n_leaves(self) -> int:
+        return int(self.leaf_values.shape[0])
+
+    @property
+    def leaf_width(self) -> int:
+        return int(self.leaf_values.shape[1])
+
+    @property
+    def max_depth(self) -> int:
+        return int(self.depths.max()) if self.depths.size else 0
+
+
 @dataclass(frozen=True, eq=False)
-class TreeEnsemble:
+class TreeEnsemble(_Forest):
     """All trees of an ensemble as flat structure-of-arrays.
 
     Internal node ``i`` sends a row to ``left[i]`` when ``x[feature[i]] <= threshold[i]``
@@ -471,37 +506,11 @@ class TreeEnsemble:
         self._check_shapes()
         _set(self, "depths", _readonly(self._check_structure()))
 
-    # ---- properties
-    @property
-    def n_inputs(self) -> int:
-        return self.n_features
-
-    @property
-    def n_trees(self) -> int:
-        return int(self.roots.shape[0])
-
-    @property
-    def n_nodes(self) -> int:
-        """Number of internal (split) nodes."""
-        return int(self.feature.shape[0])
-
-    @property
-    def n_leaves(self) -> int:
-        return int(self.leaf_values.shape[0])
-
-    @property
-    def leaf_width(self) -> int:
-        return int(self.leaf_values.shape[1])
-
     def device_thresholds(self) -> np.ndarray:
         """float32 thresholds a device compares float32 inputs with (exact, see round_threshold)."""
         if self.threshold.dtype == np.float32:
             return self.threshold
         return round_threshold(self.threshold, self.comparison)
-
-    @property
-    def max_depth(self) -> int:
-        return int(self.depths.max()) if self.depths.size else 0
 
     # ---- validation
     def _check_shapes(self) -> None:
@@ -593,7 +602,7 @@ _BIN_INDEX_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.int32)
 
 
 @dataclass(frozen=True, eq=False)
-class QuantizedTrees:
+class QuantizedTrees(_Forest):
     """A tree ensemble over binned inputs with integer leaves (what a device without an FPU
     evaluates).
 
@@ -741,30 +750,6 @@ class QuantizedTrees:
             aggregation=self.aggregation,
             input_precision=Precision.FLOAT32,
         )
-
-    @property
-    def n_inputs(self) -> int:
-        return self.n_features
-
-    @property
-    def n_trees(self) -> int:
-        return int(self.roots.shape[0])
-
-    @property
-    def n_nodes(self) -> int:
-        return int(self.feature.shape[0])
-
-    @property
-    def n_leaves(self) -> int:
-        return int(self.leaf_values.shape[0])
-
-    @property
-    def leaf_width(self) -> int:
-        return int(self.leaf_values.shape[1])
-
-    @property
-    def max_depth(self) -> int:
-        return int(self.depths.max()) if self.depths.size else 0
 
 
 Step = Impute | Affine | Linear | Dense | QuantizedDense | TreeEnsemble | QuantizedTrees
