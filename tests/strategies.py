@@ -10,8 +10,13 @@ given width, so a test can also ask for, say, only tree ensembles::
 
 Sizes stay small (at most 5 features, 4 trees of depth 3, 2 hidden layers) so
 that a property test with 100 examples runs in seconds. Values are finite and
-within +-1e6; float64 arrays use every bit of float64 (so serialisers must
-round-trip 17 significant digits), float32 arrays hold float32 values.
+within +-1e6 (float16: its whole finite range, +-65504, subnormals included);
+float64 arrays use every bit of float64 (so serialisers must round-trip 17
+significant digits), float32 and float16 arrays hold values of their own
+precision. Every float tensor the IR allows in float16 is drawn in float16 too
+(tree thresholds are float64/float32 only), and MLP layers may be
+:class:`QuantizedDense` (int8/int16, per-tensor or per-channel, float or
+dynamically quantized int8 inputs).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from fedge.ir import (
     Model,
     Precision,
     PredictFrom,
+    QuantizedDense,
     Step,
     Task,
     TreeEnsemble,
@@ -43,6 +49,7 @@ from fedge.ir import (
 
 __all__ = [
     "FLOAT_DTYPES",
+    "THRESHOLD_DTYPES",
     "class_labels",
     "dense_chains",
     "float_arrays",
@@ -50,17 +57,21 @@ __all__ = [
     "metadata",
     "models",
     "prefix_steps",
+    "quantized_dense_steps",
     "tree_ensembles",
 ]
 
-FLOAT_DTYPES = st.sampled_from([np.dtype(np.float64), np.dtype(np.float32)])
+FLOAT_DTYPES = st.sampled_from([np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.float16)])
+# Tree thresholds (and the input precision they imply) are never float16.
+THRESHOLD_DTYPES = st.sampled_from([np.dtype(np.float64), np.dtype(np.float32)])
 _BOUND = 1e6
 _INFINITIES = st.sampled_from([np.inf, -np.inf])
 
 
 def _finite(dtype: np.dtype) -> st.SearchStrategy[float]:
-    width = 32 if dtype == np.float32 else 64
-    return st.floats(-_BOUND, _BOUND, allow_nan=False, allow_infinity=False, width=width)
+    dtype = np.dtype(dtype)
+    bound = min(_BOUND, float(np.finfo(dtype).max))  # float16 stops at 65504
+    return st.floats(-bound, bound, allow_nan=False, allow_infinity=False, width=dtype.itemsize * 8)
 
 
 def float_arrays(
@@ -97,15 +108,48 @@ def linear_steps(draw: st.DrawFn, n_features: int, n_outputs: int) -> Linear:
     return Linear(weights=weights, bias=draw(float_arrays(n_outputs, dtype)))
 
 
+_POSITIVE_FLOAT32 = st.floats(
+    0, float(np.finfo(np.float32).max), exclude_min=True, allow_infinity=False, width=32
+)
+
+
 @st.composite
-def dense_chains(draw: st.DrawFn, n_features: int, n_outputs: int) -> list[Dense]:
-    """An MLP: 1 to 3 Dense layers of one precision; the last layer has no activation."""
+def quantized_dense_steps(
+    draw: st.DrawFn, n_inputs: int, n_outputs: int, activation: Activation | None = None
+) -> QuantizedDense:
+    """An integer layer: int8 or int16 weights over their whole range, one scale and zero
+    point per tensor or per output column (any positive float32 scale, any zero point in
+    the weights' range), a float32 bias, float inputs or (int8 only) dynamic int8 inputs.
+    ``activation`` defaults to a random one."""
+    # (weights, input_bits): the dynamic int8 path first, hypothesis's favourite.
+    dtype, input_bits = draw(st.sampled_from([(np.int8, 8), (np.int16, 0), (np.int8, 0)]))
+    info = np.iinfo(dtype)
+    n_scales = draw(st.sampled_from(sorted({1, n_outputs}, reverse=True)))
+    return QuantizedDense(
+        weights=draw(hnp.arrays(dtype, (n_inputs, n_outputs))),
+        scale=draw(hnp.arrays(np.float32, n_scales, elements=_POSITIVE_FLOAT32)),
+        zero_point=draw(
+            hnp.arrays(np.int32, n_scales, elements=st.integers(int(info.min), int(info.max)))
+        ),
+        bias=draw(float_arrays(n_outputs, np.float32)),
+        activation=draw(st.sampled_from(list(Activation))) if activation is None else activation,
+        input_bits=input_bits,
+    )
+
+
+@st.composite
+def dense_chains(draw: st.DrawFn, n_features: int, n_outputs: int) -> list[Dense | QuantizedDense]:
+    """An MLP: 1 to 3 layers; the float layers share one precision, and each layer may be
+    a QuantizedDense instead (one in three); the last layer has no activation."""
     dtype = draw(FLOAT_DTYPES)
     widths = [n_features, *draw(st.lists(st.integers(1, 5), max_size=2)), n_outputs]
-    layers = []
+    layers: list[Dense | QuantizedDense] = []
     for i, (a, b) in enumerate(itertools.pairwise(widths)):
         last = i == len(widths) - 2
         activation = Activation.IDENTITY if last else draw(st.sampled_from(list(Activation)))
+        if draw(st.integers(0, 2)) == 0:
+            layers.append(draw(quantized_dense_steps(a, b, activation)))
+            continue
         layers.append(
             Dense(
                 weights=draw(float_arrays((a, b), dtype)),
@@ -122,8 +166,8 @@ def tree_ensembles(draw: st.DrawFn, n_features: int, n_outputs: int) -> TreeEnse
 
     Trees have random shapes (single-leaf trees included), leaf rows may be shared
     between trees, each tree writes a leaf vector of width 1..n_outputs at its own
-    offset, and thresholds are float64 (with +-inf) or float32 (inputs then rounded
-    to float32, as the IR requires).
+    offset, thresholds are float64 (with +-inf) or float32 (inputs then rounded
+    to float32, as the IR requires), and leaves float64, float32 or float16.
     """
     n_trees = draw(st.integers(1, 4))
     width = draw(st.integers(1, n_outputs))
@@ -153,7 +197,7 @@ def tree_ensembles(draw: st.DrawFn, n_features: int, n_outputs: int) -> TreeEnse
 
     roots = [grow(draw(st.integers(0, 3))) for _ in range(n_trees)]
     n_nodes = len(feature)
-    threshold_dtype = draw(FLOAT_DTYPES)
+    threshold_dtype = draw(THRESHOLD_DTYPES)
     if threshold_dtype == np.float32:
         input_precision = Precision.FLOAT32
     else:

@@ -9,7 +9,11 @@
   then the arrays' raw little-endian bytes at their stored precision. The
   digest covers every byte but itself. Its length is "the model's size".
 
-Both round-trip bit-identically; the same model always gives the same bytes.
+Both round-trip bit-identically; the same model always gives the same bytes. A
+file declares the lowest format version that holds it (version 2 added float16,
+int16/int8 and uint16/uint8 arrays, the quantized steps and the compressed data
+section), so float models are still version 1 files.
+
 Loading is hostile-file safe: every field is type-checked and every size is
 checked before anything is allocated; failures raise :class:`ModelFormatError`,
 :class:`IntegrityError` (altered bytes) or :class:`InvalidModelError` (a
@@ -71,13 +75,26 @@ __all__ = [
 ]
 
 FORMAT_NAME = "fedge-lite"
-FORMAT_VERSION = 2  # written; 2 added float16, int8/int16/uint8/uint16 and quantized steps
-READABLE_VERSIONS = (1, 2)  # version 1 files are a subset of version 2
+FORMAT_VERSION = 2  # the newest version this fedge reads and writes
+READABLE_VERSIONS = (1, 2)
+# What each version after 1 added (dtypes, step types, binary flags). A file declares the
+# lowest version that holds everything it uses: a float64/float32 model is still a version 1
+# file (older fedge reads it), and a reader refuses any other declaration, so even the JSON
+# version line, which the digest does not cover, cannot be changed unnoticed.
+_INTRODUCED: dict[str, int] = {
+    **dict.fromkeys(("float16", "int16", "int8", "uint16", "uint8"), 2),
+    **dict.fromkeys(("quantized_dense", "quantized_trees"), 2),
+    "xz": 2,  # FLAG_XZ
+}
 MAGIC = b"FEDGE\x00"
 _PREFIX = struct.Struct("<6sHHIQ")  # magic, version, flags, header length, data length
 FLAG_XZ = 0x0001  # the data section is an xz stream (version 2), preceded by its raw length
 _RAW_LENGTH = struct.Struct("<Q")
 _MAX_RAW = 2**32  # largest raw data section a compressed file may declare
+# Largest raw / stored ratio of a compressed data section (writer and reader agree), so a
+# small hostile file cannot make the reader inflate gigabytes of zeros. Real models compress
+# 2-20x; a section that would compress further is simply stored raw.
+_MAX_RATIO = 256
 # Fixed xz settings: the same arrays always compress to the same bytes. No integrity check
 # inside the stream: the file's SHA-256 covers it.
 _XZ_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 6}]
@@ -316,7 +333,8 @@ def to_json_bytes(model: Model) -> bytes:
         field's whitelist, text that is not valid Unicode, metadata nested too deeply).
     """
     doc = _model_doc(model, _json_array)
-    return _json_text(doc, hashlib.sha256(_canonical_compact(doc)).hexdigest())
+    digest = hashlib.sha256(_canonical_compact(doc)).hexdigest()
+    return _json_text(doc, digest, _needed_version(doc)[0])
 
 
 def from_json_bytes(data: bytes) -> Model:
@@ -334,16 +352,20 @@ def from_json_bytes(data: bytes) -> Model:
     Raises
     ------
     ModelFormatError
-        Not a lite JSON file, another format version, or a schema violation.
+        Not a lite JSON file, a version this fedge cannot read, a schema violation, or a
+        feature newer than the version the file declares.
     IntegrityError
-        The digest does not match, or the bytes are not the canonical writer's output.
+        The digest does not match, or the bytes are not the canonical writer's output
+        (including a version line higher than the model needs).
     InvalidModelError
         An intact file describing a broken model.
     """
     data = bytes(data)
     version = _check_json_version(data)
     model_doc = _verified_json_document(data, version)
-    return _model_from_doc(model_doc, _json_take)
+    model = _model_from_doc(model_doc, _json_take)
+    _check_version(version, model_doc)
+    return model
 
 
 def to_binary_bytes(model: Model) -> bytes:
@@ -376,11 +398,13 @@ def to_binary_bytes(model: Model) -> bytes:
         offset += len(raw)
         return ref
 
-    header = _canonical_compact(_model_doc(model, put))
+    doc = _model_doc(model, put)
+    header = _canonical_compact(doc)
     if len(header) >= _MAX_HEADER:
         raise ModelFormatError(f"the model's header ({len(header)} bytes) exceeds 4 GiB")
     body, flags = _packed_data(b"".join(chunks))
-    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, flags, len(header), len(body))
+    version = _needed_version(doc, flags)[0]
+    prefix = _PREFIX.pack(MAGIC, version, flags, len(header), len(body))
     digest = _binary_digest(prefix, header, body)
     return prefix + digest + header + body
 
@@ -400,14 +424,16 @@ def from_binary_bytes(data: bytes) -> Model:
     Raises
     ------
     ModelFormatError
-        Wrong magic, another format version, unknown flags, or a schema violation.
+        Wrong magic, a version this fedge cannot read, unknown flags, a schema violation,
+        or a feature newer than the version the file declares.
     IntegrityError
-        Truncated or extended, digest mismatch, or a header not in canonical form.
+        Truncated or extended, digest mismatch, a header not in canonical form, or a
+        version higher than the model needs.
     InvalidModelError
         An intact file describing a broken model.
     """
     view = memoryview(bytes(data))
-    flags, header_len = _verified_binary_prefix(view)
+    version, flags, header_len = _verified_binary_prefix(view)
     if flags & ~FLAG_XZ:
         raise ModelFormatError(f"the .fedge file sets unknown flags 0x{flags:04x}; upgrade fedge")
     header = _parsed_header(bytes(view[_HEAD_SIZE : _HEAD_SIZE + header_len]))
@@ -425,7 +451,9 @@ def from_binary_bytes(data: bytes) -> Model:
         if cursor != len(body):
             raise ModelFormatError(f"the data section has {len(body) - cursor} unused bytes")
 
-    return _model_from_doc(header, take, all_used)
+    model = _model_from_doc(header, take, all_used)
+    _check_version(version, header, flags)
+    return model
 
 
 # =========================================================================== documents
@@ -458,10 +486,41 @@ def _storable(arr: np.ndarray, where: str, spec: _Array) -> np.ndarray:
     # A precision added to the IR later must not be written as a file no reader accepts.
     if arr.dtype.name not in spec.dtypes:
         raise ModelFormatError(
-            f"lite format version {FORMAT_VERSION} cannot store {where} as {arr.dtype.name} "
+            f"the lite format cannot store {where} as {arr.dtype.name} "
             f"(allowed: {', '.join(spec.dtypes)})"
         )
     return arr
+
+
+def _needed_version(doc: dict[str, Any], flags: int = 0) -> tuple[int, str]:
+    """The lowest format version that holds a (valid) model document, and the first thing
+    that needs it."""
+    uses = [("the xz-compressed data section", "xz")] if flags & FLAG_XZ else []
+    for i, step in enumerate(doc["steps"]):
+        name = step["type"]
+        uses.append((f"model.steps[{i}] ({name})", name))
+        for key in _STEPS[name].arrays:
+            dtype = step[key]["dtype"]
+            uses.append((f"model.steps[{i}].{key} ({dtype})", dtype))
+    needed, what = 1, "the model"
+    for where, feature in uses:
+        if _INTRODUCED.get(feature, 1) > needed:
+            needed, what = _INTRODUCED[feature], where
+    return needed, what
+
+
+def _check_version(declared: int, doc: dict[str, Any], flags: int = 0) -> None:
+    """A file must declare exactly the version its writer picks: the lowest that holds it."""
+    needed, what = _needed_version(doc, flags)
+    if needed > declared:
+        raise ModelFormatError(
+            f"{what} needs lite format version {needed}, but the file declares version {declared}"
+        )
+    if needed < declared:
+        raise IntegrityError(
+            f"the lite file declares version {declared}, but fedge writes this model as version "
+            f"{needed} (the lowest that holds it): the version was altered"
+        )
 
 
 def _classes_doc(classes: np.ndarray | None) -> dict[str, Any] | None:
@@ -765,7 +824,8 @@ def _packed_data(raw: bytes) -> tuple[bytes, int]:
     packed = _RAW_LENGTH.pack(len(raw)) + lzma.compress(
         raw, format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE, filters=_XZ_FILTERS
     )
-    return (packed, FLAG_XZ) if len(packed) < len(raw) else (raw, 0)
+    fits = len(packed) < len(raw) <= _MAX_RATIO * len(packed)
+    return (packed, FLAG_XZ) if fits else (raw, 0)
 
 
 def _unpacked_data(stored: memoryview) -> bytes:
@@ -775,6 +835,11 @@ def _unpacked_data(stored: memoryview) -> bytes:
     (raw_len,) = _RAW_LENGTH.unpack_from(stored)
     if raw_len > _MAX_RAW:
         raise ModelFormatError(f"the compressed data section declares {raw_len} bytes (> 4 GiB)")
+    if raw_len > _MAX_RATIO * len(stored):
+        raise ModelFormatError(
+            f"the compressed data section declares {raw_len} bytes from {len(stored)}: more "
+            f"than {_MAX_RATIO} times its size, which fedge never writes"
+        )
     decoder = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
     try:
         raw = decoder.decompress(bytes(stored[_RAW_LENGTH.size :]), max_length=raw_len + 1)
@@ -795,8 +860,8 @@ def _binary_digest(prefix: bytes | memoryview, *rest: bytes | memoryview) -> byt
     return h.digest()
 
 
-def _verified_binary_prefix(view: memoryview) -> tuple[int, int]:
-    """Check magic, version, lengths and digest; return (flags, header length)."""
+def _verified_binary_prefix(view: memoryview) -> tuple[int, int, int]:
+    """Check magic, version, lengths and digest; return (version, flags, header length)."""
     if bytes(view[: len(MAGIC)]) != MAGIC:
         raise ModelFormatError("not a fedge lite file (bad magic bytes)")
     if len(view) < len(MAGIC) + _VERSION.size:
@@ -816,7 +881,7 @@ def _verified_binary_prefix(view: memoryview) -> tuple[int, int]:
     digest = _binary_digest(view[: _PREFIX.size], view[_HEAD_SIZE:])
     if digest != bytes(view[_PREFIX.size : _HEAD_SIZE]):
         raise IntegrityError("the .fedge file's SHA-256 does not match: it was altered")
-    return flags, header_len
+    return version, flags, header_len
 
 
 def _parsed_header(raw: bytes) -> Any:
