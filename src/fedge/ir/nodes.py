@@ -337,7 +337,9 @@ class QuantizedDense:
     quantized on the fly, ``s = max|x| / 127``, ``q = rint(x / s)`` (ties to even), the
     products ``q * (weights - zero_point)`` are summed exactly in integers, and
     ``y = float32(sum) * (s * scale) + bias``. A row whose ``s`` is 0 (all zeros, or an
-    underflow) uses ``s = 1``; ``q`` is clipped to [-127, 127].
+    underflow) uses ``s = 1``; ``q`` is clipped to [-127, 127], and a NaN quotient (an
+    infinite input, after an earlier step overflowed) counts as 0, so that row's outputs are
+    NaN (``0 * inf``).
     """
 
     weights: np.ndarray

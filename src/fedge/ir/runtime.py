@@ -267,7 +267,10 @@ def _dynamic_matmul(step: QuantizedDense, X: np.ndarray) -> np.ndarray:
     dtype = X.dtype.type
     s = np.max(np.abs(X), axis=1) / dtype(127)
     s[s == 0] = 1  # an all-zero row (or a scale that underflows): every q is 0 anyway
-    q = np.clip(np.rint(X / s[:, None]), -127, 127).astype(np.int64)
+    r = np.rint(X / s[:, None])
+    # NaN (an infinite input makes s infinite: inf / inf) quantizes to 0, as in C; the row's
+    # output is then NaN through 0 * inf, never an undefined float-to-int cast.
+    q = np.where(np.isnan(r), 0, np.clip(r, -127, 127)).astype(np.int64)
     acc = q @ (step.weights.astype(np.int64) - step.zero_point)
     scale = s[:, None] * step.scale.astype(dtype)
     return acc.astype(dtype) * scale + step.bias.astype(dtype)

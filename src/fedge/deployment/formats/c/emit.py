@@ -216,14 +216,7 @@ class _Emitter:
         wr, br = self.ftable(w, step.weights), self.ftable(b, step.bias)
         act = step.activation if isinstance(step, Dense) else Activation.IDENTITY
         n_in, n_out = step.n_inputs, step.n_outputs
-        finish = {
-            Activation.IDENTITY: "acc",
-            Activation.RELU: "(acc > 0.0f ? acc : 0.0f)",
-            Activation.TANH: f"{self.p}_tanh(acc)",
-            Activation.LOGISTIC: f"{self.p}_logistic(acc)",
-        }[act]
-        if act in (Activation.TANH, Activation.LOGISTIC):
-            self.math.add(act.value)
+        finish = self.finish(act)
         if n_out <= SCALAR_OUTPUTS:
             # One register accumulator per output, all advanced in one pass over the inputs:
             # each still adds its inputs in order k = 0, 1, ..., and the CPU overlaps them.

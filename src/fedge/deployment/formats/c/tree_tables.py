@@ -45,22 +45,6 @@ class CompactTrees:
     limit: int  # references >= limit are leaves
     leaves: np.ndarray  # (n_unique_leaves, width) float32
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the tables in C, with the narrowest integer types."""
-        ref = unsigned_type(int(self.child.max(initial=0)))[2]
-        feat = unsigned_type(int(self.feature.max(initial=0)))[2]
-        base = unsigned_type(int(self.node_base.max(initial=0)))[2]
-        miss = 0 if self.missing_bit else self.missing_left.size
-        return (
-            self.feature.size * feat
-            + miss
-            + 4 * self.threshold.size
-            + ref * (self.child.size + self.roots.size)
-            + base * self.node_base.size
-            + 4 * self.leaves.size
-        )
-
 
 def _tree_and_level(step: TreeEnsemble) -> tuple[np.ndarray, np.ndarray]:
     """Tree and depth of every split node, walking all trees level by level."""
