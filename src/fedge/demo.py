@@ -73,9 +73,13 @@ def _xgboost(seed: int) -> Any:
 
 
 def _quantize(model: Any) -> tuple[str, Any]:
-    """int8 weights (linear models, MLPs) or 8-bit threshold grids and int8 leaves (trees)."""
-    from fedge.compression import ModelQuantizer
+    """int8 weights (linear models, MLPs); trees: identical subtrees merged and leaves shared
+    (lossless), then 8-bit threshold grids and int8 leaves."""
+    from fedge.compression import ModelPruner, ModelQuantizer
+    from fedge.ir.nodes import TreeEnsemble
 
+    if any(isinstance(s, TreeEnsemble) for s in model.steps):
+        model = ModelPruner(0.0, "lossless").prune_model(model)
     return "int8", ModelQuantizer("int8").quantize_model(model)
 
 
