@@ -372,7 +372,7 @@ def demo(
         "source's labels."
     )
     small = Table(
-        title="quantized (int8 weights; trees: 8-bit threshold grids, int8 leaves)",
+        title="int8 (weights; trees: merged losslessly, 8-bit threshold grids, int8 leaves)",
         title_justify="left",
     )
     for h in ("model", ".fedge B", "int8 B", "pickle/int8", "accuracy", "change"):
