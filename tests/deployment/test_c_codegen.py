@@ -12,10 +12,9 @@ import pytest
 import fedge
 from fedge.deployment import CompiledModel, emit_c
 from fedge.deployment.toolchain import HOST_FLAGS, compile_c
-from fedge.deployment.verify import harness_source
 from fedge.errors import InvalidInputError, ToolchainError, UnsupportedModelError
 from fedge.ir import Linear, Link, Model, Task, TreeEnsemble
-from tools import require_tool
+from tools import require_tool, run_sanitized
 from zoo import case
 
 GOLDEN = Path(__file__).parent.parent / "golden"
@@ -188,32 +187,7 @@ HOSTILE = np.array(
 )
 def test_sanitizers_on_hostile_values(tmp_path: Path, name: str) -> None:
     """ASan/UBSan builds fed NaN, +-Inf, huge and denormal values: no error, no crash."""
-    require_tool("gcc", "gcc")
-    code = emit_c(fedge.lower(case(name).estimator), "m")
-    (tmp_path / "m.h").write_text(code.header)
-    (tmp_path / "m.c").write_text(code.source)
-    (tmp_path / "main.c").write_text(harness_source(code))
-    exe = compile_c(
-        [tmp_path / "m.c", tmp_path / "main.c"],
-        tmp_path / "san",
-        flags=(
-            *HOST_FLAGS[:-3],
-            "-g",
-            "-fsanitize=address,undefined",
-            "-fno-sanitize-recover=all",
-            "-fno-omit-frame-pointer",
-        ),
-    )
-    n = code.n_features
-    # Every hostile value in every position (other features 0), then rows made only of it.
-    single = np.zeros((n * HOSTILE.size, n), dtype=np.float32)
-    single[np.arange(single.shape[0]), np.repeat(np.arange(n), HOSTILE.size)] = np.tile(HOSTILE, n)
-    rows = np.concatenate([single, np.repeat(HOSTILE[:, None], n, axis=1)])
-    done = subprocess.run(
-        [str(exe)], input=rows.astype(np.float32).tobytes(), capture_output=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
-    assert b"runtime error" not in done.stderr
+    run_sanitized(tmp_path, emit_c(fedge.lower(case(name).estimator), "m"), HOSTILE)
 
 
 def test_missing_compiler_is_a_toolchain_error(tmp_path: Path) -> None:

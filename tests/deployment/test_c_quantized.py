@@ -19,11 +19,10 @@ import pytest
 import fedge
 from fedge.deployment import CompiledModel, emit_c
 from fedge.deployment.formats.c.emit import _half_code
-from fedge.deployment.toolchain import HOST_FLAGS, compile_c
-from fedge.deployment.verify import harness_source
+from fedge.deployment.toolchain import compile_c
 from fedge.ir import Affine, Dense, Impute, Linear, Link, Model, Task, TreeEnsemble
 from fedge.ir.nodes import QuantizedDense, accepts_missing
-from tools import require_tool
+from tools import require_tool, run_sanitized
 
 FLT_MAX = float(np.finfo(np.float32).max)
 TINY = float(np.finfo(np.float32).smallest_subnormal)
@@ -349,27 +348,4 @@ def test_sanitizers_on_a_dynamic_model(tmp_path: Path) -> None:
         "classification",
         "softmax",
     )
-    code = emit_c(model, "m")
-    (tmp_path / "m.h").write_text(code.header)
-    (tmp_path / "m.c").write_text(code.source)
-    (tmp_path / "main.c").write_text(harness_source(code))
-    exe = compile_c(
-        [tmp_path / "m.c", tmp_path / "main.c"],
-        tmp_path / "san",
-        flags=(
-            *HOST_FLAGS[:-3],
-            "-g",
-            "-fsanitize=address,undefined,float-cast-overflow",
-            "-fno-sanitize-recover=all",
-            "-fno-omit-frame-pointer",
-        ),
-    )
-    n = code.n_features
-    single = np.zeros((n * HOSTILE.size, n), dtype=np.float32)
-    single[np.arange(single.shape[0]), np.repeat(np.arange(n), HOSTILE.size)] = np.tile(HOSTILE, n)
-    rows = np.concatenate([single, np.repeat(HOSTILE[:, None], n, axis=1)])
-    done = subprocess.run(
-        [str(exe)], input=rows.astype(np.float32).tobytes(), capture_output=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
-    assert b"runtime error" not in done.stderr
+    run_sanitized(tmp_path, emit_c(model, "m"), HOSTILE, "address,undefined,float-cast-overflow")
