@@ -21,21 +21,29 @@ Methods
     ``||incoming|| * ||outgoing||`` first; with ``X``, the next layer's bias absorbs the
     removed neurons' mean output.
 ``magnitude``
-    Zero the ``sparsity`` fraction of smallest-magnitude weights of each linear/MLP layer.
-    (The lite format stores weights densely for now, so this shrinks gzip size, not bytes.)
+    Zero the ``sparsity`` fraction of smallest-magnitude weights of each linear/MLP layer
+    (the lite file's xz data section stores the zeros in a few bytes).
+``gradual``
+    Magnitude pruning of a scikit-learn MLP (or a pipeline ending in one) in ``steps``
+    rounds along the Zhu & Gupta schedule up to ``sparsity``, fine-tuning on ``(X, y)`` for
+    ``epochs`` passes of ``partial_fit`` after each round with the pruned weights held at
+    zero. Needs the fitted estimator (the IR holds no optimizer) and training rows.
 
 :func:`polynomial_sparsity` is the gradual schedule of Zhu & Gupta (2017).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 
 from fedge.errors import InvalidInputError, UnsupportedModelError
 from fedge.ir import Dense, Linear, Model, QuantizedTrees, Task, TreeEnsemble, lower
@@ -52,6 +60,7 @@ class PruningMethod(StrEnum):
     DEPTH = "depth"
     NEURONS = "neurons"
     MAGNITUDE = "magnitude"
+    GRADUAL = "gradual"
 
 
 @dataclass
@@ -96,6 +105,8 @@ class ModelPruner:
         method: PruningMethod | str = PruningMethod.MAGNITUDE,
         *,
         max_depth: int | None = None,
+        steps: int = 10,
+        epochs: int = 20,
     ) -> None:
         if not isinstance(sparsity, (int, float)) or not 0.0 <= float(sparsity) < 1.0:
             raise InvalidInputError(f"sparsity must be in [0, 1), got {sparsity!r}")
@@ -108,6 +119,9 @@ class ModelPruner:
             raise InvalidInputError("the depth method needs max_depth >= 1")
         self.sparsity = float(sparsity)
         self.max_depth = max_depth
+        if steps < 1 or epochs < 0:
+            raise InvalidInputError(f"need steps >= 1 and epochs >= 0, got {steps} and {epochs}")
+        self.steps, self.epochs = int(steps), int(epochs)
         self.report_: PruningReport | None = None
 
     def prune_model(self, model: Any, X: Any = None, y: Any = None) -> Model:
@@ -121,6 +135,8 @@ class ModelPruner:
         InvalidInputError
             If the method needs data that is missing or malformed.
         """
+        if self.method is PruningMethod.GRADUAL:
+            model = self._gradual(model, X, y)
         ir = lower(model)
         Xc = None if X is None else check_input(ir, X)
         report = PruningReport(self.method, self.sparsity)
@@ -130,6 +146,7 @@ class ModelPruner:
             PruningMethod.DEPTH: self._depth,
             PruningMethod.NEURONS: self._neurons,
             PruningMethod.MAGNITUDE: self._magnitude,
+            PruningMethod.GRADUAL: self._report_sparsity,
         }[self.method]
         steps = handler(ir, Xc, None if y is None else np.asarray(y), report)
         if not report.steps:
@@ -227,6 +244,54 @@ class ModelPruner:
             if h is not None:
                 h = step_output(steps[i], h)
         return steps
+
+    def _gradual(self, estimator: Any, X: Any, y: Any) -> Any:
+        """A pruned, fine-tuned copy of a fitted scikit-learn MLP (or pipeline ending in one)."""
+        from sklearn.neural_network import MLPClassifier, MLPRegressor
+        from sklearn.pipeline import Pipeline
+
+        piped = isinstance(estimator, Pipeline)
+        mlp = estimator[-1] if piped else estimator
+        if not isinstance(mlp, MLPClassifier | MLPRegressor) or not hasattr(mlp, "coefs_"):
+            raise UnsupportedModelError(
+                "gradual pruning fine-tunes a fitted scikit-learn MLPClassifier/MLPRegressor "
+                f"(or a pipeline ending in one), got {type(estimator).__name__}"
+            )
+        if X is None or y is None:
+            raise InvalidInputError(
+                "gradual pruning fine-tunes: prune_model(mlp, X_train, y_train)"
+            )
+        est = copy.deepcopy(estimator)  # the caller's estimator stays as it was
+        mlp = est[-1] if piped else est
+        Xt = est[:-1].transform(X) if piped else np.asarray(X)
+        yt = np.asarray(y)
+        keep = [np.ones(w.shape, dtype=bool) for w in mlp.coefs_]
+        for step in range(1, self.steps + 1):
+            target = polynomial_sparsity(
+                step, initial=0.0, final=self.sparsity, begin=0, n_steps=self.steps
+            )
+            for w, mask in zip(mlp.coefs_, keep, strict=True):
+                k = int(np.floor(w.size * target))
+                mask[...] = True
+                mask.flat[np.argsort(np.abs(w), axis=None, kind="stable")[:k]] = False
+                w[~mask] = 0.0
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                for _ in range(self.epochs):
+                    mlp.partial_fit(Xt, yt)
+                    for w, mask in zip(mlp.coefs_, keep, strict=True):
+                        w[~mask] = 0.0
+        return est
+
+    def _report_sparsity(self, ir: Model, X: Any, y: Any, report: PruningReport) -> list[Step]:
+        for i, step in enumerate(ir.steps):
+            if isinstance(step, Linear | Dense):
+                zero = int(np.count_nonzero(step.weights == 0))
+                report.steps.append(
+                    f"step {i}: {zero} of {step.weights.size} weights zero after "
+                    f"{self.steps} rounds of pruning and fine-tuning"
+                )
+        return list(ir.steps)
 
     def _magnitude(self, ir: Model, X: Any, y: Any, report: PruningReport) -> list[Step]:
         out = []
