@@ -70,6 +70,8 @@ def test_compress_quantizes_and_reports_real_sizes(tmp_path, capsys) -> None:
     assert abs(rows[0]["accuracy"] - np.mean(mlp.predict(X) == y)) < 0.01
     small = fedge.load(out)
     assert all(isinstance(s, QuantizedDense) for s in small.steps)
+    code, text, _ = run(capsys, "inspect", str(out))
+    assert code == 0 and "quantized dense" in text and "int8 per channel" in text
     assert abs(rows[-1]["accuracy"] - rows[0]["accuracy"]) <= 0.01
 
 
@@ -137,6 +139,22 @@ def test_compress_prunes_then_quantizes_a_forest(tmp_path, capsys) -> None:
     # (float16 leaves need not beat xz on float64 leaves that are mostly 0 and 1.)
     assert rows_out[3]["bytes"] == rows_out[4]["bytes"] == (tmp_path / "small.fedge").stat().st_size
     assert fedge.load(tmp_path / "small.fedge").steps[-1].n_trees == 10
+    code, text, _ = run(
+        capsys,
+        "compress",
+        str(model_path),
+        "--data",
+        str(csv),
+        "--label",
+        "y",
+        "--quantize",
+        "int8",
+        "-o",
+        str(tmp_path / "q.fedge"),
+    )
+    assert code == 0
+    code, text, _ = run(capsys, "inspect", str(tmp_path / "q.fedge"))
+    assert code == 0 and "quantized trees" in text and "uint8 indices" in text
 
 
 def test_compress_searches_within_a_budget(tmp_path, capsys) -> None:

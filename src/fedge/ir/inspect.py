@@ -5,7 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from fedge.ir.lite import to_binary_bytes
-from fedge.ir.nodes import Affine, Dense, Impute, Linear, Model, Step, TreeEnsemble, nbytes
+from fedge.ir.nodes import (
+    Affine,
+    Dense,
+    Impute,
+    Linear,
+    Model,
+    QuantizedDense,
+    QuantizedTrees,
+    Step,
+    TreeEnsemble,
+    nbytes,
+)
 
 __all__ = ["describe"]
 
@@ -43,9 +54,9 @@ def _short(values: Any, limit: int = 4) -> str:
 
 
 def _parameters(step: Step) -> int:
-    if isinstance(step, Linear | Dense):
+    if isinstance(step, Linear | Dense | QuantizedDense):
         return int(step.weights.size + step.bias.size)
-    if isinstance(step, TreeEnsemble):
+    if isinstance(step, TreeEnsemble | QuantizedTrees):
         return int(step.n_nodes * 2 + step.leaf_values.size)
     return int(step.n_inputs)
 
@@ -62,6 +73,26 @@ def _step(step: Step) -> dict[str, Any]:
             "comparison": step.comparison.value,
             "thresholds": step.threshold.dtype.name,
             "base score": _short(step.base_score),
+        }
+    if isinstance(step, QuantizedTrees):
+        return {
+            "type": "quantized trees",
+            "trees": step.n_trees,
+            "splits": step.n_nodes,
+            "leaves": f"{step.n_leaves} ({step.leaf_values.dtype.name})",
+            "max depth": step.max_depth,
+            "aggregation": step.aggregation.value,
+            "threshold grid": f"{step.bin_edges.size} edges, {step.threshold.dtype.name} indices",
+        }
+    if isinstance(step, QuantizedDense):
+        return {
+            "type": "quantized dense",
+            "shape": f"{step.n_inputs}x{step.n_outputs}",
+            "params": _parameters(step),
+            "precision": step.weights.dtype.name
+            + (" per channel" if step.per_channel else " per tensor")
+            + (", dynamic int8 inputs" if step.input_bits else ""),
+            "activation": step.activation.value,
         }
     if isinstance(step, Dense | Linear):
         out = {
