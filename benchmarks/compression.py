@@ -192,6 +192,7 @@ def summarise(rows: list[dict[str, Any]], console: Console) -> dict[str, Any]:
         summary[kind] = {
             **ratios,
             "int8_drop_points": med("int8_drop_points"),
+            "gradual80_drop_points": med("gradual80_drop_points"),
             "compressed_drop_points": med("compressed_drop_points"),
             "control_x": control_x,
             "control_drop_points": med("control_drop_points", controls),
