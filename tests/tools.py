@@ -19,10 +19,11 @@ def require_tool(command: str, debian_package: str) -> str:
     pytest.fail(message)
 
 
-def run_sanitized(tmp_path, code, hostile, sanitizers: str = "address,undefined") -> None:
+def run_sanitized(tmp_path, code, hostile, sanitizers: str = "address,undefined"):
     """Build generated C (``code``, a CSource) with the verification harness under the given
-    sanitizers and feed it every value of ``hostile`` in every position (other features 0),
-    then rows made only of each value; fail on any sanitizer report or crash."""
+    sanitizers, feed it every value of ``hostile`` in every position (other features 0),
+    then rows made only of each value, and return the finished process (the caller asserts
+    on its return code and stderr)."""
     import subprocess
 
     import numpy as np
@@ -50,8 +51,6 @@ def run_sanitized(tmp_path, code, hostile, sanitizers: str = "address,undefined"
     single = np.zeros((n * values.size, n), dtype=np.float32)
     single[np.arange(single.shape[0]), np.repeat(np.arange(n), values.size)] = np.tile(values, n)
     rows = np.concatenate([single, np.repeat(values[:, None], n, axis=1)])
-    done = subprocess.run(
+    return subprocess.run(
         [str(exe)], input=rows.astype(np.float32).tobytes(), capture_output=True, timeout=120
     )
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
-    assert b"runtime error" not in done.stderr
