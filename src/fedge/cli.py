@@ -193,6 +193,27 @@ class Quantize(StrEnum):
     DYNAMIC = "dynamic"
 
 
+def _halves(X: Any, y: Any, seed: int = 0) -> tuple[Any, Any, Any, Any]:
+    """A seeded half of the rows to learn from and the other half to score on."""
+    import numpy as np
+
+    from fedge.errors import InvalidInputError
+
+    if len(y) < 4:
+        raise InvalidInputError(f"--distill needs at least 4 data rows, got {len(y)}")
+    order = np.random.default_rng(seed).permutation(len(y))
+    learn, score = order[: len(y) // 2], order[len(y) // 2 :]
+    return X[learn], y[learn], X[score], y[score]
+
+
+def _distill_stage(model: Any, spec: str, X: Any, y: Any) -> Any:
+    from fedge.compression import KnowledgeDistiller, student_from_spec
+
+    student = student_from_spec(spec, model.task)
+    distiller = KnowledgeDistiller(model, temperature=3.0, transfer_rows=4 * len(y))
+    return distiller.distill(student, X, y)
+
+
 def _search_stage(model: Any, X: Any, y: Any, budget: float) -> tuple[str, Any, int]:
     from fedge.compression import auto_compress
 
@@ -253,6 +274,15 @@ def compress(
     max_depth: Annotated[
         int | None, typer.Option("--max-depth", help="Depth limit (--prune-method depth).")
     ] = None,
+    distill: Annotated[
+        str | None,
+        typer.Option(
+            "--distill",
+            help="Train a student on the model's soft targets: tree:DEPTH, forest:TREES:DEPTH, "
+            "linear or mlp:WIDTH. Half of the data rows (plus MUNGE rows) teach it; every "
+            "stage is then scored on the other half.",
+        ),
+    ] = None,
     max_accuracy_drop: Annotated[
         float | None,
         typer.Option(
@@ -274,17 +304,23 @@ def compress(
     from fedge.ir import lower
 
     model = load(model_path, trust=trust)
-    X = read_features(data, model, label=label)
-    y = read_labels(data, model, label)
+    X_all = read_features(data, model, label=label)
+    y_all = read_labels(data, model, label)
+    X, y, X_score, y_score = X_all, y_all, X_all, y_all  # rows passes learn from / score on
     stages: list[tuple[str, Any, int]] = [
         ("Original", model, model_path.stat().st_size),
         ("Lossless (.fedge)", model, lite_bytes(model)),
     ]
+    current: Any = model
+    if distill is not None:
+        X, y, X_score, y_score = _halves(X_all, y_all)
+        current = _distill_stage(model, distill, X, y)
+        stages.append((f"Distilled ({distill})", current, lite_bytes(lower(current))))
     if max_accuracy_drop is not None:
-        stages.append(_search_stage(model, X, y, max_accuracy_drop))
+        stages.append(_search_stage(current, X, y, max_accuracy_drop))
     if prune is not None and max_accuracy_drop is None:
         pruner = ModelPruner(prune, prune_method.value, max_depth=max_depth)
-        pruned = pruner.prune_model(model, X, y)
+        pruned = pruner.prune_model(current, X, y)
         stages.append((f"Pruned ({prune_method.value} {prune:g})", pruned, lite_bytes(pruned)))
     if quantize is not None and max_accuracy_drop is None:
         quantizer = ModelQuantizer(quantize.value, per_channel=not per_tensor, symmetric=not affine)
@@ -293,11 +329,12 @@ def compress(
     final = lower(stages[-1][1])
     rows = []
     for name, m, size in stages:
-        metrics = evaluate(m, X, y)
+        metrics = evaluate(m, X_score, y_score)
         rows.append({"stage": name, "bytes": size, **metrics})
-    rows.append({"stage": "Final", "bytes": rows[-1]["bytes"], **evaluate(final, X, y)})
+    rows.append({"stage": "Final", "bytes": rows[-1]["bytes"], **evaluate(final, X_score, y_score)})
     key = "accuracy" if "accuracy" in rows[0] else "r2"
-    table = Table(title=f"Compression of {model_path.name} on {len(y):,} rows of {data.name}")
+    scored = f"{len(y_score):,} held-out rows" if distill else f"{len(y_score):,} rows"
+    table = Table(title=f"Compression of {model_path.name} on {scored} of {data.name}")
     for col in ("stage", "bytes", "x smaller", key, "change"):
         table.add_column(col, justify="left" if col == "stage" else "right")
     for row in rows:

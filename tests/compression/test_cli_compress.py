@@ -180,3 +180,51 @@ def test_compress_searches_within_a_budget(tmp_path, capsys) -> None:
     rows = json.loads(report.read_text())
     assert rows[2]["stage"] == "AutoCompress (<= 0.02)"
     assert rows[2]["bytes"] < rows[1]["bytes"]
+
+
+def test_compress_distills_a_student_and_scores_on_held_out_rows(tmp_path, capsys) -> None:
+    _, model_path, csv, _, _ = _digits_files(tmp_path)
+    report = tmp_path / "report.json"
+    code, text, err = run(
+        capsys,
+        "compress",
+        str(model_path),
+        "--data",
+        str(csv),
+        "--label",
+        "digit",
+        "--distill",
+        "tree:8",
+        "--quantize",
+        "int8",
+        "-o",
+        str(tmp_path / "student.fedge"),
+        "--report",
+        str(report),
+    )
+    assert code == 0, err
+    assert "held-out rows" in text
+    stages = [r["stage"] for r in json.loads(report.read_text())]
+    assert stages == [
+        "Original",
+        "Lossless (.fedge)",
+        "Distilled (tree:8)",
+        "Quantized (int8)",
+        "Final",
+    ]
+    student = fedge.load(tmp_path / "student.fedge")
+    assert student.metadata["source"]["estimator"] == "DecisionTreeClassifier"
+    code, _, err = run(
+        capsys,
+        "compress",
+        str(model_path),
+        "--data",
+        str(csv),
+        "--label",
+        "digit",
+        "--distill",
+        "tree:deep",
+        "-o",
+        str(tmp_path / "x.fedge"),
+    )
+    assert code == 1 and "unknown student 'tree:deep'" in err

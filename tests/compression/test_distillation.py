@@ -130,3 +130,26 @@ def test_clear_errors(task) -> None:
         KnowledgeDistiller(teacher).distill(DecisionTreeClassifier(), Xtr, ytr + 7)
     with pytest.raises(InvalidInputError, match="20"):
         KnowledgeDistiller(teacher).distill(DecisionTreeClassifier(), Xtr[:, :4], ytr)
+
+
+@pytest.mark.parametrize(
+    ("spec", "task", "name"),
+    [
+        ("tree:8", "classification", "DecisionTreeClassifier"),
+        ("forest:20:6", "regression", "RandomForestRegressor"),
+        ("linear", "classification", "Pipeline"),
+        ("mlp:16", "regression", "Pipeline"),
+    ],
+)
+def test_student_specs(spec, task, name) -> None:
+    from fedge.compression import student_from_spec
+
+    assert type(student_from_spec(spec, task)).__name__ == name
+
+
+@pytest.mark.parametrize("spec", ["tree", "tree:0", "forest:20", "mlp:x", "svm", "linear:3"])
+def test_bad_student_specs_are_refused(spec) -> None:
+    from fedge.compression import student_from_spec
+
+    with pytest.raises(InvalidInputError, match="unknown student"):
+        student_from_spec(spec, "classification")

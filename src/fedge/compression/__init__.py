@@ -7,7 +7,13 @@
 """
 
 from fedge.compression.accounting import evaluate, lite_bytes, model_size, pickle_bytes
-from fedge.compression.distillation import DistillationReport, KnowledgeDistiller, munge, soften
+from fedge.compression.distillation import (
+    DistillationReport,
+    KnowledgeDistiller,
+    munge,
+    soften,
+    student_from_spec,
+)
 from fedge.compression.pruning import (
     ModelPruner,
     PruningMethod,
@@ -44,4 +50,5 @@ __all__ = [
     "quantize_trees",
     "quantize_weights",
     "soften",
+    "student_from_spec",
 ]

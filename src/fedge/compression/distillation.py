@@ -31,7 +31,7 @@ from fedge.errors import InvalidInputError, UnsupportedModelError
 from fedge.ir import Task, lower, predict, predict_proba
 from fedge.ir.runtime import check_input
 
-__all__ = ["DistillationReport", "KnowledgeDistiller", "munge", "soften"]
+__all__ = ["DistillationReport", "KnowledgeDistiller", "munge", "soften", "student_from_spec"]
 
 
 def soften(proba: np.ndarray, temperature: float) -> np.ndarray:
@@ -219,3 +219,50 @@ class KnowledgeDistiller:
 def _weight_key(student: Any) -> str:
     steps = getattr(student, "steps", None)
     return f"{steps[-1][0]}__sample_weight" if steps else "sample_weight"
+
+
+def student_from_spec(spec: str, task: Task | str, seed: int = 0) -> Any:
+    """An unfitted student from a short spec: ``tree:DEPTH``, ``forest:TREES:DEPTH``,
+    ``linear`` (logistic or ridge regression) or ``mlp:WIDTH`` (one hidden layer, inputs
+    standardised), a classifier or a regressor as ``task`` says.
+
+    Raises
+    ------
+    InvalidInputError
+        If the spec is not one of those forms.
+    """
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    classify = Task(task) is Task.CLASSIFICATION
+    kind, *args = spec.split(":")
+    try:
+        sizes = [int(a) for a in args]
+    except ValueError:
+        sizes = []
+    expected = {"tree": 1, "forest": 2, "linear": 0, "mlp": 1}
+    if (
+        kind not in expected
+        or len(sizes) != expected[kind]
+        or len(args) != len(sizes)
+        or any(n < 1 for n in sizes)
+    ):
+        raise InvalidInputError(
+            f"unknown student {spec!r}; use tree:DEPTH, forest:TREES:DEPTH, linear or mlp:WIDTH "
+            "(positive integers)"
+        )
+    if kind == "tree":
+        cls = DecisionTreeClassifier if classify else DecisionTreeRegressor
+        return cls(max_depth=sizes[0], random_state=seed)
+    if kind == "forest":
+        cls = RandomForestClassifier if classify else RandomForestRegressor
+        return cls(sizes[0], max_depth=sizes[1], random_state=seed, n_jobs=1)
+    if kind == "linear":
+        head = LogisticRegression(max_iter=2000) if classify else Ridge()
+        return make_pipeline(StandardScaler(), head)
+    cls = MLPClassifier if classify else MLPRegressor
+    return make_pipeline(StandardScaler(), cls((sizes[0],), max_iter=500, random_state=seed))
