@@ -119,7 +119,7 @@ def _grid(values: np.ndarray, counts: np.ndarray, size: int) -> np.ndarray:
     targets = np.linspace(0.0, 1.0, size)
     picks = np.unique(np.clip(np.searchsorted(cum, targets), 0, values.size - 1))
     picks = np.unique(np.concatenate([[0], picks, [values.size - 1]]))
-    return values[picks[:size]] if picks.size > size else values[picks]
+    return values[picks[:size]]
 
 
 def _finite_thresholds(step: TreeEnsemble) -> tuple[np.ndarray, int]:

@@ -315,18 +315,30 @@ def _trees(step: TreeEnsemble, X: np.ndarray, mode: Mode) -> np.ndarray:
     acc = np.zeros((X.shape[0], step.n_outputs), dtype=leaf_dtype)
     if step.aggregation is Aggregation.SUM:
         acc += step.base_score.astype(leaf_dtype)
-    width = step.leaf_width
-    for start in range(0, X.shape[0], _TREE_CHUNK_ROWS):
-        rows = slice(start, start + _TREE_CHUNK_ROWS)
-        leaf = _walk(step, Xc[rows], threshold)
-        part = acc[rows]
-        for t in range(step.n_trees):
-            off = int(step.tree_offset[t])
-            part[:, off : off + width] += leaves[leaf[:, t]]
+    _add_leaves(step, Xc, threshold, leaves, acc)
     if step.aggregation is Aggregation.MEAN:
         acc /= leaf_dtype(step.n_trees)
         acc += step.base_score.astype(leaf_dtype)
     return acc.astype(X.dtype, copy=False)
+
+
+def _add_leaves(
+    step: TreeEnsemble | QuantizedTrees,
+    X: np.ndarray,
+    threshold: np.ndarray,
+    leaves: np.ndarray,
+    acc: np.ndarray,
+    less: Any = None,
+) -> None:
+    """Add every tree's leaf to ``acc`` in tree order, a chunk of rows at a time."""
+    width = step.leaf_width
+    for start in range(0, X.shape[0], _TREE_CHUNK_ROWS):
+        rows = slice(start, start + _TREE_CHUNK_ROWS)
+        leaf = _walk(step, X[rows], threshold, less)
+        part = acc[rows]
+        for t in range(step.n_trees):
+            off = int(step.tree_offset[t])
+            part[:, off : off + width] += leaves[leaf[:, t]]
 
 
 def _walk(
@@ -372,15 +384,7 @@ def _quantized_trees(step: QuantizedTrees, X: np.ndarray, mode: Mode) -> np.ndar
     bins[np.isnan(x32)] = np.nan
     acc = np.zeros((X.shape[0], step.n_outputs), dtype=np.int64)
     leaves = step.leaf_values.astype(np.int64)
-    width = step.leaf_width
-    threshold = step.threshold.astype(np.float64)
-    for start in range(0, X.shape[0], _TREE_CHUNK_ROWS):
-        rows = slice(start, start + _TREE_CHUNK_ROWS)
-        leaf = _walk(step, bins[rows], threshold, np.less_equal)
-        part = acc[rows]
-        for t in range(step.n_trees):
-            off = int(step.tree_offset[t])
-            part[:, off : off + width] += leaves[leaf[:, t]]
+    _add_leaves(step, bins, step.threshold.astype(np.float64), leaves, acc, np.less_equal)
     scale = np.broadcast_to(step.leaf_scale, (step.n_outputs,))
     out = acc.astype(np.float32) * scale
     if step.aggregation is Aggregation.MEAN:
