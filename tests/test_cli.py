@@ -12,19 +12,9 @@ import pytest
 import skops.io as sio
 
 import fedge
-from fedge.cli import main
 from fedge.ir import models_equal
+from tools import run_cli as run
 from zoo import case
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_inspect_a_forest(tmp_path, capsys) -> None:

@@ -54,3 +54,16 @@ def run_sanitized(tmp_path, code, hostile, sanitizers: str = "address,undefined"
     return subprocess.run(
         [str(exe)], input=rows.astype(np.float32).tobytes(), capture_output=True, timeout=120
     )
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run the ``fedge`` command in-process: (exit status, stdout, stderr)."""
+    from fedge.cli import main
+
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
