@@ -10,7 +10,7 @@ import numpy as np
 from fedge.errors import InvalidInputError
 from fedge.ir.nodes import Model
 
-__all__ = ["read_features"]
+__all__ = ["read_features", "read_labels", "read_table"]
 
 
 def read_features(path: Path, model: Model, *, label: str | None = None) -> np.ndarray:
@@ -77,3 +77,38 @@ def read_labels(path: Path, model: Model, label: str) -> np.ndarray:
     except ValueError as exc:
         raise InvalidInputError(f"{path}: column {label!r} has a bad label: {exc}") from None
     return np.array(cells, dtype=str)
+
+
+def read_table(path: Path, *, label: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Features, targets and feature names from a CSV with a header row.
+
+    Targets stay numbers when every cell parses as one (integers when all are whole), and
+    are strings otherwise. Empty feature cells and ``nan`` become NaN.
+    """
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc}") from None
+    if len(rows) < 2:
+        raise InvalidInputError(f"{path} needs a header row and at least one data row")
+    header, body = [h.strip() for h in rows[0]], rows[1:]
+    if label not in header:
+        raise InvalidInputError(f"--label {label!r} is not a column of {path}: {header}")
+    target = header.index(label)
+    columns = [c for c in range(len(header)) if c != target]
+    try:
+        X = np.array(
+            [[float(r[c]) if r[c].strip() else np.nan for c in columns] for r in body],
+            dtype=np.float64,
+        )
+        cells = [r[target].strip() for r in body]
+    except (ValueError, IndexError) as exc:
+        raise InvalidInputError(f"{path} has a non-numeric or missing cell: {exc}") from None
+    try:
+        y = np.array([float(c) for c in cells])
+        if np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+    except ValueError:
+        y = np.array(cells, dtype=str)
+    return X, y, [header[c] for c in columns]

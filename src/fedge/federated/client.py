@@ -1,0 +1,198 @@
+"""A data holder in a federation: trains the global model on its own rows, sends parameters.
+
+The rows never leave the client. What leaves is a :class:`ClientUpdate`: the parameters
+after local training and the number of rows they were trained on.
+
+>>> client = FederatedClient("hospital_1", X_local, y_local)      # doctest: +SKIP
+>>> client.receive_global_model(server.get_global_model())        # doctest: +SKIP
+>>> update = client.train_local(epochs=5)                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from fedge.errors import InvalidInputError
+from fedge.federated.messages import ClientUpdate, FitInstructions, Parameters
+from fedge.federated.training import (
+    ModelSpec,
+    TrainingConfig,
+    init_parameters,
+    parameters_from_estimator,
+    spec_from_estimator,
+    train,
+)
+
+__all__ = ["FederatedClient", "client_rng", "initial_parameters"]
+
+# FitInstructions.config keys a server may set; each overrides the client's TrainingConfig.
+TRAINING_KEYS = (
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "optimizer",
+    "momentum",
+    "proximal_mu",
+    "dp_clip_norm",
+    "dp_noise_multiplier",
+)
+
+
+def client_rng(seed: int, server_round: int, client_id: str) -> np.random.Generator:
+    """The generator a client uses in one round: a function of (seed, round, client id) only.
+
+    Deriving it this way, instead of drawing from a long-lived stream, makes a run resumed
+    from a checkpoint train exactly as the uninterrupted run would have.
+    """
+    return np.random.default_rng([seed, server_round, zlib.crc32(client_id.encode())])
+
+
+def initial_parameters(estimator: Any, spec: ModelSpec) -> Parameters:
+    """The parameters a federation starts from: a fitted estimator's, or a seeded init.
+
+    An unfitted estimator is initialised from its ``random_state`` (0 when unset), so the
+    server and every client that starts from it hold identical parameters.
+    """
+    if hasattr(estimator, "n_features_in_"):
+        return parameters_from_estimator(estimator, spec)
+    seed = estimator.get_params().get("random_state")
+    return init_parameters(spec, np.random.default_rng(seed if isinstance(seed, int) else 0))
+
+
+def _finite_matrix(X: Any, y: Any, client_id: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"client {client_id!r}: X must be numeric") from None
+    y = np.asarray(y)
+    if X.ndim != 2 or len(X) == 0:
+        raise InvalidInputError(
+            f"client {client_id!r}: X must be a non-empty 2-D array, got shape {X.shape}"
+        )
+    if y.shape != (len(X),):
+        raise InvalidInputError(
+            f"client {client_id!r}: y has shape {y.shape} for {len(X)} rows of X"
+        )
+    if not np.isfinite(X).all():
+        raise InvalidInputError(
+            f"client {client_id!r}: X holds NaN or Inf; impute or drop those rows first"
+        )
+    return X, y
+
+
+class FederatedClient:
+    """One data holder: its rows, its training settings, and the model it last received.
+
+    Parameters
+    ----------
+    client_id : str
+        The name the server knows this client by.
+    X, y : array-like
+        The local rows and targets (never sent anywhere).
+    training : TrainingConfig, optional
+        Local training settings; the server may override some per round
+        (e.g. ``proximal_mu`` under FedProx, DP-SGD clipping under record-level privacy).
+    random_state : int
+        Seed of the client's local randomness (mini-batch order, DP noise), mixed with the
+        round number and client id.
+    """
+
+    def __init__(
+        self,
+        client_id: str,
+        X: Any,
+        y: Any,
+        *,
+        training: TrainingConfig | None = None,
+        random_state: int = 0,
+    ) -> None:
+        if not isinstance(client_id, str) or not client_id:
+            raise InvalidInputError("client_id must be a non-empty string")
+        self.client_id = client_id
+        self.X, self.y = _finite_matrix(X, y, client_id)
+        self.training = training if training is not None else TrainingConfig()
+        self.random_state = random_state
+        self.spec: ModelSpec | None = None
+        self._parameters: Parameters | None = None
+        self._round = 0
+
+    @property
+    def num_examples(self) -> int:
+        """Number of local rows."""
+        return len(self.X)
+
+    # -- the seed API -------------------------------------------------------------------
+    def receive_global_model(self, model: Any, *, server_round: int | None = None) -> None:
+        """Take the server's global estimator as the starting point of local training.
+
+        An unfitted estimator (the very first round, when the server does not yet know the
+        feature count) is initialised here exactly as every other client initialises it:
+        from the estimator's ``random_state`` (0 when unset).
+        """
+        classes = getattr(model, "classes_", getattr(model, "fedge_classes_", None))
+        spec = spec_from_estimator(model, n_features=self.X.shape[1], classes=classes)
+        self._parameters = initial_parameters(model, spec)
+        self.spec = spec
+        self._round = server_round if server_round is not None else getattr(
+            model, "fedge_round_", self._round + 1
+        )
+
+    def train_local(self, epochs: int | None = None, **overrides: Any) -> ClientUpdate:
+        """Train the received model on the local rows and return the update to send.
+
+        ``epochs`` and other :class:`TrainingConfig` fields given here override the
+        client's defaults for this call.
+        """
+        if self.spec is None or self._parameters is None:
+            raise InvalidInputError(
+                f"client {self.client_id!r} has no model: call receive_global_model first"
+            )
+        if epochs is not None:
+            overrides["epochs"] = epochs
+        instructions = FitInstructions(self._round, self._parameters, overrides)
+        return self.fit(instructions, self.spec)
+
+    # -- the transport entry point ------------------------------------------------------
+    def fit(self, instructions: FitInstructions, spec: ModelSpec) -> ClientUpdate:
+        """Train from ``instructions`` (global parameters and round settings); the update."""
+        config = self._config_for(instructions.config)
+        rng = client_rng(self.random_state, instructions.round, self.client_id)
+        result = train(
+            spec,
+            instructions.parameters,
+            self.X,
+            self.y,
+            config,
+            rng,
+            global_parameters=instructions.parameters,
+        )
+        metrics = {
+            "loss_before": float(result.loss_before),
+            "loss_after": float(result.loss_after),
+            "steps": float(result.steps),
+            "sampling_rate": float(result.sampling_rate),
+            "noise_multiplier": float(result.noise_multiplier),
+        }
+        return ClientUpdate(
+            client_id=self.client_id,
+            round=instructions.round,
+            parameters=result.parameters,
+            num_examples=int(result.num_examples),
+            metrics=metrics,
+        )
+
+    def _config_for(self, overrides: Mapping[str, Any]) -> TrainingConfig:
+        unknown = set(overrides) - set(TRAINING_KEYS)
+        if unknown:
+            raise InvalidInputError(
+                f"unknown training settings {sorted(unknown)}; known: {list(TRAINING_KEYS)}"
+            )
+        return replace(self.training, **dict(overrides)) if overrides else self.training
+
+    def __repr__(self) -> str:
+        return f"FederatedClient({self.client_id!r}, rows={self.num_examples})"
