@@ -37,6 +37,21 @@ PACKAGES = [
     "fedge.compression.search",
     "fedge.compression.distillation",
     "fedge.deployment.formats.c.tree_tables",
+    "fedge.federated",
+    "fedge.federated.aggregation",
+    "fedge.federated.checkpoint",
+    "fedge.federated.client",
+    "fedge.federated.history",
+    "fedge.federated.messages",
+    "fedge.federated.partitioning",
+    "fedge.federated.preprocessing",
+    "fedge.federated.privacy",
+    "fedge.federated.privacy_config",
+    "fedge.federated.server",
+    "fedge.federated.simulation",
+    "fedge.federated.strategies",
+    "fedge.federated.training",
+    "fedge.federated.transport",
 ]
 
 

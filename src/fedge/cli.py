@@ -552,6 +552,9 @@ def demo(
             f"{r.compressed_accuracy - r.accuracy:+.3f}",
         )
     console.print(small)
+    for r in rows:
+        if r.privacy:
+            console.print(f"{r.name}: {r.privacy}; history in {out}/federated_history.json")
     console.print(f"artifacts in {out}/")
 
 

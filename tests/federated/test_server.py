@@ -190,3 +190,44 @@ def test_budget_refuses_the_round_that_would_exceed_it(cancer):
     assert 0 < spent[-1] <= 3.0
     assert spent == sorted(spent)
     assert [r.epsilon for r in server.history.rounds] == spent
+
+
+class _RecordingSum:
+    """A stand-in for a masking layer: sees only payloads, hands back the sum."""
+
+    def __init__(self):
+        from fedge.federated import PlainSum
+
+        self.inner = PlainSum()
+        self.seen = []
+
+    def encode(self, update, weight):
+        payload = self.inner.encode(update, weight)
+        self.seen.append(update.client_id)
+        return payload
+
+    def aggregate(self, payloads):
+        return self.inner.aggregate(payloads)
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", "fedadam"])
+def test_sum_based_strategies_aggregate_through_the_aggregator_seam(cancer, strategy):
+    from fedge.federated import make_strategy
+
+    X, y = cancer
+    recorder = _RecordingSum()
+    server = FederatedServer(
+        LogisticRegression(), strategy, classes=[0, 1], n_features=30, aggregator=recorder
+    )
+    start = server.global_parameters
+    updates = []
+    for client in _hospitals(X, y):
+        client.receive_global_model(server.get_global_model())
+        updates.append(client.train_local())
+        server.receive_update(updates[-1])
+    server.aggregate_updates()
+    assert recorder.seen == ["hospital_1", "hospital_2", "hospital_3"]
+    direct = make_strategy(strategy).aggregate(1, start, updates, np.random.default_rng(0))
+    assert all(
+        np.array_equal(p, q) for p, q in zip(direct, server.global_parameters, strict=True)
+    )

@@ -7,7 +7,7 @@ from sklearn.linear_model import LogisticRegression, SGDRegressor
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 
-from fedge.errors import InvalidInputError
+from fedge.errors import InvalidInputError, PrivacyBudgetExhausted
 from fedge.federated import (
     DifferentialPrivacy,
     FaultPlan,
@@ -117,24 +117,39 @@ def test_robust_strategies_resist_sign_flipping_attackers():
         assert scores[name] >= baseline - 0.02, (name, scores, baseline)
 
 
-def test_record_level_dp_spends_what_dp_accounting_says(cancer):
+def test_record_level_dp_each_client_spends_what_dp_accounting_says(cancer):
     import dp_accounting
     from dp_accounting import rdp
 
+    from fedge.federated.training import dp_schedule
+
     X, y = cancer
-    privacy = DifferentialPrivacy(level="record", target_epsilon=4.0, delta=1e-5, clip_norm=1.0)
+    privacy = DifferentialPrivacy(level="record", target_epsilon=2.0, delta=1e-5, clip_norm=1.0)
+    training = TrainingConfig(batch_size=16)
     result = simulate(
         LogisticRegression(), X, y, n_clients=4, rounds=3, privacy=privacy,
-        training=TrainingConfig(batch_size=16), validation=0.2, **QUIET,
+        partition="quantity:1", training=training, validation=0.2, **QUIET,
     )
-    z = result.server.privacy.noise_multiplier
-    rate, steps = result.server.planned_record_event
-    accountant = rdp.RdpAccountant()
-    event = dp_accounting.PoissonSampledDpEvent(rate, dp_accounting.GaussianDpEvent(z))
-    accountant.compose(event, 3 * steps)
-    assert result.epsilon == pytest.approx(accountant.get_epsilon(1e-5), rel=1e-9)
-    assert result.epsilon <= 4.0
+    ledger = result.server.accountant
+    spent = {}
+    for client in result.clients:
+        cid = client.client_id
+        z, rate, steps = ledger.last_event[cid]
+        assert (rate, steps) == dp_schedule(client.num_examples, training)
+        direct = rdp.RdpAccountant()
+        event = dp_accounting.PoissonSampledDpEvent(rate, dp_accounting.GaussianDpEvent(z))
+        direct.compose(event, 3 * steps)
+        spent[cid] = ledger.accountants[cid].epsilon()
+        assert spent[cid] == pytest.approx(direct.get_epsilon(1e-5), rel=1e-9)
+        # every client calibrated its own noise to the budget, whatever its size
+        assert 1.9 < spent[cid] <= 2.0
+    assert result.epsilon == max(spent.values())
+    assert len(set(result.client_sizes)) > 1
     assert result.history.metric("accuracy")[-1] > 0.8
+    # a fourth round would exceed every client's budget: refused
+    server = result.server
+    with pytest.raises(PrivacyBudgetExhausted):
+        server.configure_round([c.client_id for c in result.clients])
 
 
 def test_client_level_dp_calibrated_to_the_budget(cancer):

@@ -25,12 +25,12 @@ from sklearn.svm import SVC
 import fedge
 from fedge.errors import InvalidInputError, UnsupportedModelError, UnsupportedOperationError
 from fedge.federated.messages import flatten
+from fedge.federated.privacy import clip_rows
 from fedge.federated.training import (
     DEFAULT_L2,
     ModelKind,
     ModelSpec,
     TrainingConfig,
-    _clip_rows,
     check_parameters,
     estimator_from_parameters,
     gradients,
@@ -144,7 +144,7 @@ def test_clipped_rows_have_norm_at_most_c():
     G = rng.normal(size=(200, 17)) * rng.uniform(0, 5, size=(200, 1))
     G[0] = 0.0  # a zero gradient stays zero (no division by zero)
     before = G.copy()
-    clipped = _clip_rows(G, 1.5)
+    clipped = clip_rows(G, clip_norm=1.5)
     norms = np.linalg.norm(clipped, axis=1)
     assert np.all(norms <= 1.5 * (1 + 1e-12))
     small = np.linalg.norm(G, axis=1) <= 1.5
@@ -167,7 +167,7 @@ def test_dp_sgd_step_is_bounded_by_the_clip_norm():
     step = flatten(result.parameters) - flatten(params)
     assert np.linalg.norm(step) <= 0.25 * (1 + 1e-12)
     # With q = 1 the Poisson batch is every row: the step is minus the mean clipped gradient.
-    G = _clip_rows(per_example_gradients(spec, params, X, y), 0.25)
+    G = clip_rows(per_example_gradients(spec, params, X, y), clip_norm=0.25)
     np.testing.assert_allclose(step, -G.mean(axis=0), rtol=1e-12, atol=1e-15)
 
 

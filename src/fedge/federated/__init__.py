@@ -11,6 +11,7 @@
 Or a whole in-process federation: ``simulate(LogisticRegression(), X, y, n_clients=10)``.
 """
 
+from fedge.federated.aggregation import PlainSum, SumAggregator
 from fedge.federated.client import FederatedClient
 from fedge.federated.history import EarlyStopping, History, Rejection, RoundRecord
 from fedge.federated.messages import ClientUpdate, FitInstructions, Parameters
@@ -70,6 +71,7 @@ __all__ = [
     "ModelKind",
     "ModelSpec",
     "Parameters",
+    "PlainSum",
     "PrivacyAccountant",
     "PrivacyBudget",
     "Rejection",
@@ -77,6 +79,7 @@ __all__ = [
     "RoundRecord",
     "SimulationResult",
     "Strategy",
+    "SumAggregator",
     "TrainingConfig",
     "Transport",
     "TrimmedMean",

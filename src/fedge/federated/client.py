@@ -22,6 +22,7 @@ from fedge.federated.messages import ClientUpdate, FitInstructions, Parameters
 from fedge.federated.training import (
     ModelSpec,
     TrainingConfig,
+    dp_schedule,
     init_parameters,
     parameters_from_estimator,
     spec_from_estimator,
@@ -41,6 +42,8 @@ TRAINING_KEYS = (
     "dp_clip_norm",
     "dp_noise_multiplier",
 )
+# Record-level DP with a budget: the client calibrates its own noise multiplier from these.
+CALIBRATION_KEYS = ("dp_target_epsilon", "dp_delta", "dp_rounds", "dp_accountant")
 
 
 def client_rng(seed: int, server_round: int, client_id: str) -> np.random.Generator:
@@ -120,6 +123,7 @@ class FederatedClient:
         self.spec: ModelSpec | None = None
         self._parameters: Parameters | None = None
         self._round = 0
+        self._noise_cache: dict[tuple, float] = {}
 
     @property
     def num_examples(self) -> int:
@@ -187,12 +191,40 @@ class FederatedClient:
         )
 
     def _config_for(self, overrides: Mapping[str, Any]) -> TrainingConfig:
+        overrides = dict(overrides)
+        budget = {k: overrides.pop(k) for k in CALIBRATION_KEYS if k in overrides}
         unknown = set(overrides) - set(TRAINING_KEYS)
         if unknown:
             raise InvalidInputError(
                 f"unknown training settings {sorted(unknown)}; known: {list(TRAINING_KEYS)}"
             )
-        return replace(self.training, **dict(overrides)) if overrides else self.training
+        config = replace(self.training, **overrides) if overrides else self.training
+        if budget:
+            noise = self._calibrated_noise(config, **budget)
+            config = replace(config, dp_noise_multiplier=noise)
+        return config
+
+    def _calibrated_noise(
+        self,
+        config: TrainingConfig,
+        *,
+        dp_target_epsilon: float,
+        dp_delta: float,
+        dp_rounds: int,
+        dp_accountant: str = "rdp",
+    ) -> float:
+        """The smallest noise multiplier with which ``dp_rounds`` rounds of this client's
+        DP-SGD spend at most ``dp_target_epsilon`` (computed once per setting)."""
+        from fedge.federated.privacy import noise_multiplier_for
+
+        rate, steps = dp_schedule(self.num_examples, config)
+        key = (dp_target_epsilon, dp_delta, dp_rounds, dp_accountant, rate, steps)
+        if key not in self._noise_cache:
+            self._noise_cache[key] = noise_multiplier_for(
+                dp_target_epsilon, dp_delta, sampling_rate=rate, steps=dp_rounds * steps,
+                method=dp_accountant,
+            )
+        return self._noise_cache[key]
 
     def __repr__(self) -> str:
         return f"FederatedClient({self.client_id!r}, rows={self.num_examples})"

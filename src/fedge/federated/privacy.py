@@ -31,6 +31,7 @@ neighbouring relation is add-or-remove-one (one example for DP-SGD, one client f
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -739,6 +740,13 @@ class AdaptiveClipping:
 # --------------------------------------------------------------------------------------------
 
 
+def _drop_unconverged_order_notes(record: logging.LogRecord) -> bool:
+    # dp-accounting's RDP accountant logs a warning for every Renyi order whose series does
+    # not converge and then simply leaves that order out of the minimum: the epsilon stays
+    # valid, but hundreds of these lines per calibration bury progress bars and results.
+    return "failed to converge" not in record.getMessage()
+
+
 def _import_dp_accounting() -> ModuleType:
     try:
         import dp_accounting
@@ -747,6 +755,9 @@ def _import_dp_accounting() -> ModuleType:
             "privacy accounting needs Google's dp-accounting library, which is not installed: "
             f"{_INSTALL_HINT}"
         ) from exc
+    absl_logger = logging.getLogger("absl")
+    if _drop_unconverged_order_notes not in absl_logger.filters:
+        absl_logger.addFilter(_drop_unconverged_order_notes)
     return dp_accounting
 
 

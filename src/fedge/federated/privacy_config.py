@@ -43,6 +43,10 @@ class DifferentialPrivacy:
         ``(z^-2 - (2 sigma_b)^-2)^(-1/2)`` so the round still costs ``z`` in total.
         Defaults to the noise multiplier (15% more update noise); Andrew et al. suggest
         clients-per-round / 20 for large cohorts.
+    rounds : int, optional
+        Record level with a ``target_epsilon``: the rounds the budget is planned for. Each
+        client then calibrates its own noise so that its rows spend the budget over that
+        many rounds of its own training (a small client needs more noise than a large one).
     """
 
     level: Literal["record", "client"] = "record"
@@ -55,6 +59,7 @@ class DifferentialPrivacy:
     target_quantile: float = 0.5
     clip_learning_rate: float = 0.2
     count_noise_multiplier: float | None = None
+    rounds: int | None = None
 
     def __post_init__(self) -> None:
         if self.level not in ("record", "client"):
@@ -75,6 +80,8 @@ class DifferentialPrivacy:
             raise InvalidInputError(f"clip_norm must be > 0, got {self.clip_norm}")
         if self.accountant not in ("rdp", "pld"):
             raise InvalidInputError(f"accountant must be 'rdp' or 'pld', not {self.accountant!r}")
+        if self.rounds is not None and self.rounds < 1:
+            raise InvalidInputError(f"rounds must be at least 1, got {self.rounds}")
         if self.adaptive_clipping and self.level != "client":
             raise InvalidInputError("adaptive clipping applies to client-level DP only")
         if not 0 < self.target_quantile < 1:

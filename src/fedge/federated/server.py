@@ -26,6 +26,7 @@ from sklearn.base import clone
 
 from fedge.errors import InvalidInputError, PrivacyBudgetExhausted, UnsupportedOperationError
 from fedge.federated import checkpoint
+from fedge.federated.aggregation import PlainSum, SumAggregator
 from fedge.federated.client import initial_parameters
 from fedge.federated.history import EarlyStopping, History, Rejection, RoundRecord
 from fedge.federated.messages import ClientUpdate, FitInstructions, Parameters, copy_parameters
@@ -87,6 +88,9 @@ class FederatedServer:
     expected_clients : int, optional
         Number of clients in the federation, for client-level privacy accounting when no
         transport says it (the sampling rate is selected / expected_clients).
+    aggregator : SumAggregator, optional
+        How sum-based strategies obtain the weighted sum of updates (plaintext by default;
+        secure aggregation plugs in here).
     random_state : int
         Seed of client selection and of server-side noise.
     """
@@ -107,6 +111,7 @@ class FederatedServer:
         resume: bool = False,
         clients: Sequence[str] | None = None,
         expected_clients: int | None = None,
+        aggregator: SumAggregator | None = None,
         random_state: int = 0,
     ) -> None:
         self.template = initial_model
@@ -120,6 +125,7 @@ class FederatedServer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.roster = frozenset(clients) if clients is not None else None
         self.expected_clients = expected_clients
+        self.aggregator = aggregator if aggregator is not None else PlainSum()
         self.random_state = random_state
         self.rng = np.random.default_rng(random_state)
         self.round = 1
@@ -133,10 +139,6 @@ class FederatedServer:
         self.accountant = None
         self.clipping = None
         self._available = 0
-        # Record-level DP: the most expensive local training (sampling rate, steps) seen,
-        # and the one planned up front (simulate sets it from the partition sizes).
-        self._record_event: tuple[float, int] | None = None
-        self.planned_record_event: tuple[float, int] | None = None
         if privacy is not None:
             self._setup_privacy(privacy)
         if n_features is None and hasattr(initial_model, "n_features_in_"):
@@ -149,13 +151,22 @@ class FederatedServer:
     # -- set-up -------------------------------------------------------------------------
     def _setup_privacy(self, privacy: DifferentialPrivacy) -> None:
         from fedge.federated.privacy import AdaptiveClipping, PrivacyAccountant
+        from fedge.federated.record_ledger import RecordLevelLedger
 
+        if privacy.level == "record":
+            if privacy.noise_multiplier is None and privacy.rounds is None:
+                raise InvalidInputError(
+                    "record-level DP with a target_epsilon needs privacy.rounds: each client "
+                    "calibrates its noise to spend the budget over that many rounds"
+                )
+            self.accountant = RecordLevelLedger(method=privacy.accountant, delta=privacy.delta)
+            return
         if privacy.noise_multiplier is None:
             raise InvalidInputError(
-                "privacy.noise_multiplier is not set: calibrate it for the planned rounds "
-                "with fedge.federated.calibrate_privacy (simulate and the CLI do this)"
+                "client-level DP needs privacy.noise_multiplier: calibrate it for the planned "
+                "rounds with fedge.federated.calibrate_privacy (simulate and the CLI do this)"
             )
-        if privacy.level == "client" and not self.strategy.sum_based:
+        if not self.strategy.sum_based:
             raise UnsupportedOperationError(
                 f"client-level DP adds noise to the sum of clipped updates; strategy "
                 f"{self.strategy.name!r} does not aggregate a sum. Use fedavg, fedprox, "
@@ -219,11 +230,20 @@ class FederatedServer:
         if not ids:
             raise InvalidInputError("no clients to select from: pass client_ids or a roster")
         plan = self.strategy.configure_round(self.round, ids, self.rng)
-        self._check_budget(len(plan.client_ids), len(ids))
+        self._check_budget(plan.client_ids, len(ids))
         config = dict(plan.config)
-        if self.privacy is not None and self.privacy.level == "record":
-            config["dp_clip_norm"] = self.privacy.clip_norm
-            config["dp_noise_multiplier"] = self.privacy.noise_multiplier
+        privacy = self.privacy
+        if privacy is not None and privacy.level == "record":
+            config["dp_clip_norm"] = privacy.clip_norm
+            if privacy.noise_multiplier is not None:
+                config["dp_noise_multiplier"] = privacy.noise_multiplier
+            else:  # each client calibrates its own noise to the budget (it knows its size)
+                config.update(
+                    dp_target_epsilon=privacy.target_epsilon,
+                    dp_delta=privacy.delta,
+                    dp_rounds=privacy.rounds,
+                    dp_accountant=privacy.accountant,
+                )
         self._selected = tuple(plan.client_ids)
         self._available = len(ids)
         self._pending.clear()
@@ -235,20 +255,18 @@ class FederatedServer:
         population = self.expected_clients or available
         return min(1.0, selected / max(population, 1))
 
-    def _check_budget(self, selected: int, available: int) -> None:
+    def _check_budget(self, selected: Sequence[str], available: int) -> None:
         privacy = self.privacy
-        if privacy is None or privacy.target_epsilon is None or self.accountant is None:
+        if privacy is None or privacy.target_epsilon is None:
             return
         if privacy.level == "client":
-            rate, steps = self._client_sampling_rate(selected, available), 1
+            rate = self._client_sampling_rate(len(selected), available)
+            after = self.accountant.epsilon_after(
+                privacy.noise_multiplier, sampling_rate=rate, steps=1
+            )
         else:
-            events = [e for e in (self._record_event, self.planned_record_event) if e]
-            rate = max((e[0] for e in events), default=1.0)
-            steps = max((e[1] for e in events), default=1)
-        after = self.accountant.epsilon_after(
-            privacy.noise_multiplier, sampling_rate=rate, steps=steps
-        )
-        if after > privacy.target_epsilon:
+            after = self.accountant.epsilon_after_round(selected)
+        if after > privacy.target_epsilon * (1 + 1e-9):
             raise PrivacyBudgetExhausted(
                 f"round {self.round} would spend epsilon {after:.4g} > budget "
                 f"{privacy.target_epsilon:g} (spent so far {self.accountant.epsilon():.4g}, "
@@ -340,7 +358,14 @@ class FederatedServer:
     def _aggregate(self, updates: list[ClientUpdate], norms: list[float]) -> Parameters:
         privacy = self.privacy
         if privacy is None or privacy.level == "record":
-            new = self.strategy.aggregate(self.round, self._global, updates, self.rng)
+            if self.strategy.sum_based:
+                weights = self.strategy.client_weights(updates)
+                payloads = [self.aggregator.encode(u, float(w)) for u, w in zip(
+                    updates, weights, strict=True)]
+                total, weight = self.aggregator.aggregate(payloads)
+                new = self.strategy.aggregate_sum(self.round, self._global, total, weight)
+            else:
+                new = self.strategy.aggregate(self.round, self._global, updates, self.rng)
             if privacy is not None:
                 self._account_record_level(updates)
             return new
@@ -368,13 +393,13 @@ class FederatedServer:
         return self.strategy.aggregate_sum(self.round, self._global, averaged, 1.0)
 
     def _account_record_level(self, updates: list[ClientUpdate]) -> None:
-        # One accountant bounds every client: each round it records the most expensive
-        # local training among the participants (highest sampling rate, most steps),
-        # which dominates what any single client's rows went through.
-        rate = max(float(u.metrics.get("sampling_rate", 1.0)) for u in updates)
-        steps = max(int(u.metrics.get("steps", 1)) for u in updates)
-        self._record_event = (rate, steps)
-        self.accountant.record(self.privacy.noise_multiplier, sampling_rate=rate, steps=steps)
+        for u in updates:
+            self.accountant.record(
+                u.client_id,
+                float(u.metrics.get("noise_multiplier", 0.0)),
+                sampling_rate=float(u.metrics.get("sampling_rate", 1.0)),
+                steps=int(u.metrics.get("steps", 1)),
+            )
 
     def _record_round(self, updates: list[ClientUpdate], norms: list[float]) -> None:
         metrics = self.evaluate()
@@ -468,7 +493,6 @@ class FederatedServer:
             "strategy": self.strategy.state_dict(),
             "accountant": None if self.accountant is None else self.accountant.state_dict(),
             "clipping": None if self.clipping is None else self.clipping.state_dict(),
-            "record_event": None if self._record_event is None else list(self._record_event),
             "rng": self.rng.bit_generator.state,
             "history": self.history.as_dict(),
         }
@@ -484,8 +508,6 @@ class FederatedServer:
             self.accountant.load_state_dict(state["accountant"])
         if self.clipping is not None and state["clipping"] is not None:
             self.clipping.load_state_dict(state["clipping"])
-        event = state.get("record_event")
-        self._record_event = None if event is None else (float(event[0]), int(event[1]))
         self.rng.bit_generator.state = state["rng"]
         self.history = History.from_dict(state["history"])
 

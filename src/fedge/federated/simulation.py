@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ class SimulationResult:
     history: History
     server: FederatedServer = field(repr=False)
     client_sizes: list[int] = field(default_factory=list)
+    clients: list[FederatedClient] = field(default_factory=list, repr=False)
 
     @property
     def epsilon(self) -> float | None:
@@ -59,16 +60,6 @@ def _validation_split(
     return train_test_split(
         X, y, test_size=fraction, random_state=seed, stratify=y if classify else None
     )
-
-
-def _record_level_plan(
-    sizes: Sequence[int], training: TrainingConfig
-) -> tuple[float, int]:
-    """The most expensive local training any client does per round: (rate, steps)."""
-    smallest = min(sizes)
-    rate = min(1.0, training.batch_size / smallest)
-    steps = max(training.epochs * max(1, round(n / training.batch_size)) for n in sizes)
-    return rate, steps
 
 
 def simulate(
@@ -123,7 +114,8 @@ def simulate(
         after every round.
     privacy : DifferentialPrivacy, optional
         With a ``target_epsilon`` and no noise multiplier, the noise is calibrated so the
-        planned rounds spend exactly the budget.
+        planned rounds spend the budget: at client level by the server, for the fraction
+        of clients per round; at record level by every client, for its own size.
     faults : FaultPlan, optional
         Injected failures, hangs (need ``timeout``), drop-outs and attackers.
     checkpoint_dir, resume
@@ -178,13 +170,10 @@ def simulate(
     if not isinstance(strategy, Strategy):
         options.setdefault("fraction_fit", fraction_fit)
         options.setdefault("min_fit_clients", min_fit_clients)
-    record_plan = None
     if privacy is not None:
         if privacy.level == "record":
-            record_plan = _record_level_plan(sizes, training)
-            privacy = calibrate_privacy(
-                privacy, sampling_rate=record_plan[0], steps=rounds * record_plan[1]
-            )
+            if privacy.noise_multiplier is None and privacy.rounds is None:
+                privacy = replace(privacy, rounds=rounds)  # clients calibrate themselves
         else:
             per_round = max(min_fit_clients, math.ceil(fraction_fit * len(clients)))
             privacy = calibrate_privacy(
@@ -205,7 +194,6 @@ def simulate(
         expected_clients=len(clients),
         random_state=random_state,
     )
-    server.planned_record_event = record_plan
     transport = InProcessTransport(clients, timeout=timeout, faults=faults)
     with _RoundProgress(rounds, server.round - 1, enabled=progress) as bar:
         server.fit(transport, rounds, on_round=bar.advance)
@@ -214,7 +202,7 @@ def simulate(
         from sklearn.pipeline import make_pipeline
 
         model = make_pipeline(scaler, model)
-    return SimulationResult(model, server.history, server, sizes)
+    return SimulationResult(model, server.history, server, sizes, clients)
 
 
 class _RoundProgress:

@@ -48,6 +48,7 @@ from scipy.special import expit
 
 from fedge.errors import InvalidInputError, UnsupportedModelError, UnsupportedOperationError
 from fedge.federated.messages import Parameters
+from fedge.federated.privacy import clip_rows
 
 __all__ = [
     "ACTIVATIONS",
@@ -58,6 +59,7 @@ __all__ = [
     "TrainingConfig",
     "check_parameters",
     "default_learning_rate",
+    "dp_schedule",
     "estimator_from_parameters",
     "gradients",
     "init_parameters",
@@ -1010,10 +1012,19 @@ class TrainResult:
     noise_multiplier: float
 
 
-def _clip_rows(G: np.ndarray, clip_norm: float) -> np.ndarray:
-    """Rows of ``G`` scaled down to L2 norm at most ``clip_norm`` (a new array)."""
-    norms = np.sqrt(np.einsum("ij,ij->i", G, G))
-    return G * (clip_norm / np.maximum(norms, clip_norm))[:, None]
+def dp_schedule(n_rows: int, config: TrainingConfig) -> tuple[float, int]:
+    """What one :func:`train` call on ``n_rows`` rows costs a DP accountant.
+
+    Returns ``(sampling_rate, steps)``: the per-step sampling rate ``min(1, batch_size / N)``
+    and the number of noisy steps (Poisson sampling: ``max(1, round(1 / q))`` per epoch;
+    shuffled batches: ``ceil(N / batch_size)`` per epoch).
+    """
+    q = min(1.0, config.batch_size / n_rows)
+    if config.dp_sampling == "shuffle":
+        per_epoch = -(-n_rows // config.batch_size)
+    else:
+        per_epoch = max(1, round(1.0 / q))
+    return q, config.epochs * per_epoch
 
 
 def train(
@@ -1112,7 +1123,7 @@ def train(
         clip = float(config.dp_clip_norm)
         noise = float(config.dp_noise_multiplier)
         shuffle = config.dp_sampling == "shuffle"
-        steps_per_epoch = -(-n // bs) if shuffle else max(1, round(1.0 / q))
+        steps_per_epoch = dp_schedule(n, config)[1] // config.epochs
         for _ in range(config.epochs):
             if shuffle:
                 order = rng.permutation(n)
@@ -1127,7 +1138,7 @@ def train(
                     denominator = max(1, idx.shape[0])
                 if idx.shape[0]:
                     G = _data_gradient(layout, theta, X_arr[idx], T[idx], per_example=True)
-                    total = _clip_rows(G, clip).sum(axis=0)
+                    total = clip_rows(G, clip_norm=clip).sum(axis=0)
                 else:
                     total = np.zeros(layout.size)
                 if noise > 0:
