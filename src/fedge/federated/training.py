@@ -37,6 +37,7 @@ passed as ``n_samples``): ``LogisticRegression``: ``1 / (C * N)``; ``Ridge`` and
 from __future__ import annotations
 
 import enum
+import functools
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -53,6 +54,7 @@ from fedge.federated.privacy import clip_rows
 __all__ = [
     "ACTIVATIONS",
     "DEFAULT_L2",
+    "LocalData",
     "ModelKind",
     "ModelSpec",
     "TrainResult",
@@ -68,10 +70,12 @@ __all__ = [
     "parameters_from_estimator",
     "per_example_gradients",
     "predictions",
+    "prepare_data",
     "probabilities",
     "raw_scores",
     "spec_from_estimator",
     "train",
+    "train_prepared",
 ]
 
 DEFAULT_L2 = 1e-4
@@ -782,8 +786,15 @@ def _data_gradient(
     return out
 
 
+@functools.lru_cache(maxsize=64)
+def _layout_of(spec: ModelSpec) -> _Layout:
+    # Specs hash by identity (eq=False), so a federation's one spec builds its layout once
+    # instead of once per client per round.
+    return _Layout(spec)
+
+
 def _prepare(spec: ModelSpec, parameters: Sequence[np.ndarray], X: Any, y: Any):
-    layout = _Layout(spec)
+    layout = _layout_of(spec)
     flat = layout.flatten(check_parameters(spec, parameters))
     X_arr = _check_x(spec, X)
     T = _encode_y(spec, y, X_arr.shape[0])
@@ -1027,6 +1038,22 @@ def dp_schedule(n_rows: int, config: TrainingConfig) -> tuple[float, int]:
     return q, config.epochs * per_epoch
 
 
+@dataclass(frozen=True, eq=False)
+class LocalData:
+    """A client's rows checked once and its targets encoded for one spec (see
+    :func:`prepare_data`), so each round's training starts without redoing that work."""
+
+    spec: ModelSpec
+    X: np.ndarray  # float64 (rows, n_features), finite
+    T: np.ndarray  # float64 (rows, n_outputs): one-hot / 0-1 classes, or target values
+
+
+def prepare_data(spec: ModelSpec, X: Any, y: Any) -> LocalData:
+    """Validate ``X`` against ``spec`` and encode ``y`` against its classes."""
+    X_arr = _check_x(spec, X)
+    return LocalData(spec, X_arr, _encode_y(spec, y, X_arr.shape[0]))
+
+
 def train(
     spec: ModelSpec,
     parameters: Sequence[np.ndarray],
@@ -1066,10 +1093,30 @@ def train(
     (the actual size for shuffled batches); the L2 and proximal terms, which do not touch
     data, are added after the noise.
     """
-    layout, flat, X_arr, T = _prepare(spec, parameters, X, y)
+    return train_prepared(
+        spec, parameters, prepare_data(spec, X, y), config, rng,
+        global_parameters=global_parameters,
+    )
+
+
+def train_prepared(
+    spec: ModelSpec,
+    parameters: Sequence[np.ndarray],
+    data: LocalData,
+    config: TrainingConfig,
+    rng: np.random.Generator,
+    *,
+    global_parameters: Sequence[np.ndarray] | None = None,
+) -> TrainResult:
+    """:func:`train` on data already checked by :func:`prepare_data` for the same ``spec``."""
+    if data.spec is not spec:
+        raise InvalidInputError("the local data was prepared for another model spec")
+    layout = _layout_of(spec)
+    flat = layout.flatten(check_parameters(spec, parameters))
+    X_arr, T = data.X, data.T
     anchor = (
         flat.copy()
-        if global_parameters is None
+        if global_parameters is None or global_parameters is parameters
         else layout.flatten(check_parameters(spec, global_parameters))
     )
     n = X_arr.shape[0]
