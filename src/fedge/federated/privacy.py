@@ -761,9 +761,11 @@ def _import_dp_accounting() -> ModuleType:
     return dp_accounting
 
 
-# An accounting event: (kind, noise_multiplier, sampling_rate, steps), kind "gaussian"/"laplace".
+# An accounting event: (kind, parameter, sampling_rate, steps): kind "gaussian" or "laplace"
+# with the noise multiplier as parameter, or "zcdp" with rho (a rho-zCDP mechanism, e.g. the
+# distributed discrete Gaussian of secure aggregation).
 _Event = tuple[str, float, float, int]
-_KINDS = ("gaussian", "laplace")
+_KINDS = ("gaussian", "laplace", "zcdp")
 
 
 def _make_accountant(method: AccountingMethod, value_discretization_interval: float) -> Any:
@@ -775,6 +777,8 @@ def _make_accountant(method: AccountingMethod, value_discretization_interval: fl
 
 def _dp_event(kind: str, noise_multiplier: float, sampling_rate: float) -> Any:
     dpa = _import_dp_accounting()
+    if kind == "zcdp":
+        return dpa.ZCDpEvent(noise_multiplier)  # the parameter is rho
     inner = (
         dpa.GaussianDpEvent(noise_multiplier)
         if kind == "gaussian"
@@ -932,6 +936,21 @@ class PrivacyAccountant:
     def epsilon(self) -> float:
         """Epsilon spent so far at :attr:`delta`; ``0.0`` when nothing was recorded."""
         return self._history[-1] if self._history else 0.0
+
+    def record_zcdp(self, rho: float, *, steps: int = 1) -> float:
+        """Record ``steps`` applications of a ``rho``-zCDP mechanism (RDP accountant only:
+        a rho-zCDP mechanism is (alpha, rho * alpha)-RDP at every order alpha)."""
+        _positive("rho", rho)
+        if self.method != "rdp":
+            raise UnsupportedOperationError(
+                "zCDP events are accounted with the RDP accountant; use method='rdp'"
+            )
+        return self._append(self._event("zcdp", rho, 1.0, steps))
+
+    def epsilon_after_zcdp(self, rho: float, *, steps: int = 1) -> float:
+        """Epsilon after ``steps`` more ``rho``-zCDP events, without recording them."""
+        _positive("rho", rho)
+        return self._compute([*self._events, self._event("zcdp", rho, 1.0, steps)])
 
     def epsilon_after(
         self, noise_multiplier: float, *, sampling_rate: float = 1.0, steps: int = 1
