@@ -16,11 +16,16 @@ that already catches ``ValueError`` or ``TypeError`` keeps working::
      +-- UntrustedFileError (PermissionError)  a pickle (or unknown skops type) without trust
      +-- ToolchainError (RuntimeError)         a compiler or emulator is missing or failed
      +-- PrivacyBudgetExhausted (RuntimeError) a round would exceed the privacy budget
+     +-- SecureAggregationError (RuntimeError) a secure-aggregation round cannot complete
+     |                                         (too few survivors, a refused or bad message)
+     +-- EncryptionError (RuntimeError)        a homomorphic payload under another key,
+                                               tampered, or not decryptable
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "EncryptionError",
     "FedgeError",
     "IntegrityError",
     "InvalidInputError",
@@ -28,6 +33,7 @@ __all__ = [
     "ModelFormatError",
     "NotFittedError",
     "PrivacyBudgetExhausted",
+    "SecureAggregationError",
     "ToolchainError",
     "UnsupportedModelError",
     "UnsupportedOperationError",
@@ -77,3 +83,13 @@ class ToolchainError(FedgeError, RuntimeError):
 
 class PrivacyBudgetExhausted(FedgeError, RuntimeError):  # noqa: N818 (seed API name)
     """Running another round would spend more privacy than the budget allows."""
+
+
+class SecureAggregationError(FedgeError, RuntimeError):
+    """A secure-aggregation round cannot complete: fewer than the threshold of clients
+    survive, or a protocol message is malformed, replayed, for another round, or refused."""
+
+
+class EncryptionError(FedgeError, RuntimeError):
+    """A homomorphic-encryption payload cannot be used: made under another key, tampered
+    with, or not decryptable by this key holder."""

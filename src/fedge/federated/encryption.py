@@ -81,7 +81,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fedge.errors import FedgeError, InvalidInputError, UnsupportedOperationError
+from fedge.errors import EncryptionError, InvalidInputError, UnsupportedOperationError
 from fedge.federated.messages import ClientUpdate, Parameters, flatten
 
 __all__ = [
@@ -94,10 +94,6 @@ __all__ = [
     "PaillierAggregator",
     "PublicKeys",
 ]
-
-
-class EncryptionError(FedgeError, RuntimeError):
-    """A ciphertext, sum or key is malformed, made under another key, or fails its checksum."""
 
 
 _HE_EXTRA = "pip install 'fedge[he]'"
