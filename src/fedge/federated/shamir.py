@@ -419,7 +419,7 @@ class Share:
             raise SecureAggregationError(f"a share's length must be >= 1, got {self.length}.")
         values = np.asarray(self.values)
         count = -(-int(self.length) // _CHUNK_BYTES)
-        if values.shape != (count,) or not np.issubdtype(values.dtype, np.integer):
+        if values.shape != (count,) or values.dtype.kind not in "iu":
             raise SecureAggregationError(
                 f"a share of a {self.length}-byte secret holds {count} integers, got an array "
                 f"of shape {values.shape} and dtype {values.dtype}."
@@ -431,6 +431,15 @@ class Share:
         object.__setattr__(self, "x", int(self.x))
         object.__setattr__(self, "length", int(self.length))
         object.__setattr__(self, "values", values)
+
+    @classmethod
+    def _trusted(cls, x: int, values: np.ndarray, length: int) -> Share:
+        """Build a share from already validated parts (read-only int64 values), no checks."""
+        share = object.__new__(cls)
+        object.__setattr__(share, "x", x)
+        object.__setattr__(share, "values", values)
+        object.__setattr__(share, "length", length)
+        return share
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Share):
@@ -471,8 +480,15 @@ class Share:
                 f"malformed share: header announces {count} values, body holds "
                 f"{(len(data) - _SHARE_HEADER.size) / 4:g}."
             )
+        if not 1 <= x < PRIME or length < 1 or count != -(-length // _CHUNK_BYTES):
+            raise SecureAggregationError(
+                f"malformed share: x={x}, length={length}, count={count} are inconsistent."
+            )
         values = np.frombuffer(data, dtype=">u4", offset=_SHARE_HEADER.size).astype(np.int64)
-        return cls(x=x, values=values, length=length)
+        if int(values.max()) >= PRIME:
+            raise SecureAggregationError(f"share values must lie in [0, {PRIME}).")
+        values.setflags(write=False)
+        return cls._trusted(x, values, length)
 
 
 def _pack(secret: bytes) -> np.ndarray:
@@ -528,7 +544,8 @@ def split_secret(
     if not isinstance(secret, bytes | bytearray) or not secret:
         raise InvalidInputError("secret must be a non-empty bytes object.")
     xs, ys = split_elements(_pack(bytes(secret)), threshold, n_shares, x=x, randomness=randomness)
-    return [Share(x=int(xi), values=yi, length=len(secret)) for xi, yi in zip(xs, ys, strict=True)]
+    ys.setflags(write=False)  # each share holds a read-only row view of this private array
+    return [Share._trusted(int(xi), yi, len(secret)) for xi, yi in zip(xs, ys, strict=True)]
 
 
 def combine_shares(shares: Sequence[Share], threshold: int) -> bytes:
