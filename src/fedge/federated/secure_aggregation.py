@@ -98,6 +98,36 @@ API
 :class:`SecAggServer` exchange the plain dataclass messages above (no networking: a transport
 carries them). :func:`secure_sum` runs a whole round in-process, with clients dropping out at
 chosen stages. :func:`neighbour_graph` is the SecAgg+ graph.
+
+>>> import numpy as np
+>>> config = SecAggConfig(threshold=2, vector_length=3, bound=10.0)
+>>> vectors = {"a": np.array([1.0, 2.0, 3.0]), "b": np.array([0.5, -2.0, 1.0]),
+...            "c": np.array([-1.0, 0.25, 0.0])}
+>>> result = secure_sum(vectors, config, drop={"c": 2})  # c drops before sending its input
+>>> result.sum, result.survivors
+(array([1.5, 0. , 4. ]), ('a', 'b'))
+
+Rules for the code that drives a round
+--------------------------------------
+* Use a new ``round_id`` for every round (and a fresh ``round_seed`` under SecAgg+) and new
+  :class:`SecAggClient` objects: keys, seeds and shares are single-use.
+* ``threshold``: at least 2, at most the number of share holders (``n`` in full SecAgg,
+  ``k + 1`` under SecAgg+). The round survives as long as at least ``threshold`` clients (and,
+  under SecAgg+, ``threshold`` of every client's holders) remain at each stage; choose it above
+  half the holders so that a minority colluding with the server cannot rebuild both secrets.
+* ``bound`` and ``scale_bits``: every client clips each coordinate to ``[-bound, bound]``, so
+  the values that travel must be what is summed, e.g. ``weight * parameters`` with weights
+  normalised to at most 1 (or the weight appended as one more coordinate). Check
+  ``config.overflow_ok(n, noise_bound=...)`` for the number of clients selected; the server
+  refuses to start otherwise.
+* What the server sees: public keys, opaque ciphertexts, uniformly masked vectors, the
+  survivors' self-mask seeds, the dropped clients' masking keys and the sum. It cannot validate,
+  clip, weight-check or norm-check an individual update: robust aggregators (median, trimmed
+  mean, Krum) and per-update checks are incompatible with secure aggregation.
+* A client whose message the server refuses is simply treated as dropped; a client that
+  aborts (a protocol violation) sends nothing more. Both are covered by the dropout recovery.
+* The sum covers exactly ``result()[1]`` (the clients that sent a masked input): divide by
+  their total weight, not by the number selected.
 """
 
 from __future__ import annotations
@@ -605,7 +635,8 @@ def _check_envelope(message: Any, cls: type, stage: Stage, round_id: int) -> Non
         raise _fail(
             f"wrong stage: a {cls.__name__} must carry stage {stage.name}, got {message.stage!r}."
         )
-    if isinstance(message.round_id, bool) or message.round_id != round_id:
+    rid = message.round_id
+    if isinstance(rid, bool) or not isinstance(rid, int | np.integer) or rid != round_id:
         raise _fail(
             f"wrong round: the message is for round {message.round_id!r}, this is round "
             f"{round_id}; replayed or stale messages are refused."
