@@ -52,6 +52,11 @@ PACKAGES = [
     "fedge.federated.strategies",
     "fedge.federated.training",
     "fedge.federated.transport",
+    "fedge.federated.shamir",
+    "fedge.federated.secure_aggregation",
+    "fedge.federated.encryption",
+    "fedge.federated.distributed_dp",
+    "fedge.federated.record_ledger",
 ]
 
 

@@ -410,16 +410,29 @@ def federate(
     validation: Annotated[
         float, typer.Option("--validation", help="Fraction held out at the server to score.")
     ] = 0.2,
+    feature_range: Annotated[
+        Path | None,
+        typer.Option(
+            "--feature-range",
+            help="CSV of public bounds (columns feature,min,max): scale from them, at no "
+            "privacy cost. Without it features are standardized from the clients' exact "
+            "moments, which --dp-epsilon refuses.",
+        ),
+    ] = None,
+    no_scale: Annotated[
+        bool, typer.Option("--no-scale", help="Train on the features as they are.")
+    ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of everything random.")] = 0,
 ) -> None:
     """Simulate a federation over the CSV's rows and save the trained model and its history.
 
-    Features are standardized with a scaler built from the clients' summed moments (no row
-    leaves its client); the saved model is the whole pipeline."""
-    from fedge.data import read_table
+    Features are scaled (from public bounds, or standardized from the clients' summed
+    moments; no row leaves its client); the saved model is the whole pipeline."""
+    from fedge.data import read_bounds, read_table
     from fedge.federated import DifferentialPrivacy, TrainingConfig, simulate
 
-    X, y, _ = read_table(data, label=label)
+    X, y, names = read_table(data, label=label)
+    bounds = None if feature_range is None else read_bounds(feature_range, names)
     estimator = _federated_estimator(model, hidden, seed, classify=y.dtype.kind != "f")
     privacy = None
     if dp_epsilon is not None:
@@ -430,7 +443,8 @@ def federate(
     result = simulate(
         estimator, X, y, n_clients=clients, partition=partition, rounds=rounds,
         strategy=strategy.value, fraction_fit=fraction, training=training, privacy=privacy,
-        validation=validation, standardize=True, random_state=seed,
+        validation=validation, standardize=not no_scale and bounds is None,
+        feature_range=None if no_scale else bounds, random_state=seed,
     )
     _print_rounds(result.history)
     output.mkdir(parents=True, exist_ok=True)

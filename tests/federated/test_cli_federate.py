@@ -18,17 +18,35 @@ def cancer_csv(tmp_path_factory):
     return path
 
 
-def test_federate_with_privacy_saves_model_history_and_epsilon(cancer_csv, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def cancer_bounds(tmp_path_factory):
+    """The feature ranges published in the dataset's documentation (public knowledge)."""
+    from fedge.data import documented_bounds
+
+    data = load_breast_cancer()
+    lo, hi = documented_bounds(data.DESCR, 30)
+    path = tmp_path_factory.mktemp("bounds") / "bounds.csv"
+    lines = ["feature,min,max"] + [
+        f"{n},{a},{b}" for n, a, b in zip(data.feature_names, lo, hi, strict=True)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_federate_with_privacy_saves_model_history_and_epsilon(
+    cancer_csv, cancer_bounds, tmp_path, capsys
+):
     out = tmp_path / "run"
     code, stdout, stderr = run_cli(
         capsys, "federate", "--data", str(cancer_csv), "--label", "target", "--clients", "5",
-        "--partition", "dirichlet:1", "--rounds", "4", "--strategy", "fedprox",
-        "--dp-epsilon", "3", "--dp-level", "record", "-o", str(out),
+        "--partition", "dirichlet:1", "--rounds", "8", "--strategy", "fedprox",
+        "--batch-size", "64", "--lr", "1.0", "--dp-epsilon", "3", "--dp-level", "record",
+        "--feature-range", str(cancer_bounds), "-o", str(out),
     )
     assert code == 0, stderr
     assert "epsilon" in stdout and "federated rounds" in stdout
     history = json.loads((out / "history.json").read_text())
-    assert len(history["rounds"]) == 4
+    assert len(history["rounds"]) == 8
     spent = [r["epsilon"] for r in history["rounds"]]
     assert spent == sorted(spent) and 0 < spent[-1] <= 3.0
     model = fedge.load(out / "model.json")
@@ -58,6 +76,7 @@ def test_federate_an_mlp_regressor(tmp_path, capsys):
         (["--label", "nope"], "not a column"),
         (["--label", "target", "--partition", "zipf:1"], "unknown partition"),
         (["--label", "target", "--clients", "1000"], "fewer clients"),
+        (["--label", "target", "--dp-epsilon", "1"], "no privacy budget covers"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(cancer_csv, tmp_path, capsys, args, message):

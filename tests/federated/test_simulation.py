@@ -193,3 +193,20 @@ def test_early_stopping_ends_the_run(cancer):
     )
     assert len(result.history.rounds) < 200
     assert "early stopping" in result.history.stop_reason
+
+
+def test_private_runs_refuse_exact_moments_and_scale_from_public_bounds(cancer):
+    from fedge.data import documented_bounds
+
+    X, y = load_breast_cancer(return_X_y=True)
+    privacy = DifferentialPrivacy(level="client", noise_multiplier=1.0)
+    with pytest.raises(InvalidInputError, match="no privacy budget covers"):
+        simulate(LogisticRegression(), X, y, n_clients=4, privacy=privacy, standardize=True,
+                 **QUIET)
+    lo, hi = documented_bounds(load_breast_cancer().DESCR, 30)
+    result = simulate(
+        LogisticRegression(), X, y, n_clients=4, rounds=2, feature_range=(lo, hi), **QUIET
+    )
+    scaler = result.model[0]
+    # the scaler comes from the published ranges alone, not from any client's rows
+    assert np.allclose(scaler.mean_, (lo + hi) / 2) and np.allclose(scaler.scale_, (hi - lo) / 2)

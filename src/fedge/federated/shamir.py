@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from fedge.errors import FedgeError, InvalidInputError
+from fedge.errors import InvalidInputError, SecureAggregationError
 
 __all__ = [
     "MAX_SHARES",
@@ -84,16 +84,6 @@ MAX_SHARES: int = 2**16
 _CHUNK_BYTES = 3  # bytes per field element: 2**24 < PRIME
 _SHARE_MAGIC = b"fSS\x01"
 _SHARE_HEADER = struct.Struct(">4sIII")  # magic, x, secret length in bytes, element count
-
-
-class SecureAggregationError(FedgeError, RuntimeError):
-    """Secure aggregation cannot go on: bad shares, a protocol violation, or too few clients.
-
-    Raised when shares are inconsistent or too few, when a protocol message is malformed,
-    replayed or from the wrong round or stage, when an honest client refuses a request, and
-    when a round aborts because fewer than ``threshold`` clients survive (nothing about any
-    individual input is revealed then).
-    """
 
 
 # --------------------------------------------------------------------------------------------

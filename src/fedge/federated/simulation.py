@@ -24,7 +24,11 @@ from fedge.errors import InvalidInputError
 from fedge.federated.client import FederatedClient
 from fedge.federated.history import EarlyStopping, History, RoundRecord
 from fedge.federated.partitioning import partition as partition_rows
-from fedge.federated.preprocessing import client_moments, scaler_from_moments
+from fedge.federated.preprocessing import (
+    client_moments,
+    scaler_from_bounds,
+    scaler_from_moments,
+)
 from fedge.federated.privacy_config import DifferentialPrivacy, calibrate_privacy
 from fedge.federated.server import FederatedServer
 from fedge.federated.strategies import AggregationStrategy, Strategy
@@ -86,6 +90,7 @@ def simulate(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     standardize: bool = False,
+    feature_range: tuple[Any, Any] | None = None,
     random_state: int = 0,
     progress: bool = True,
 ) -> SimulationResult:
@@ -122,7 +127,11 @@ def simulate(
         Save after every round; resume from the saved round.
     standardize : bool
         Standardize features with a scaler built from the clients' summed moments
-        (:mod:`fedge.federated.preprocessing`); the result is then a pipeline.
+        (:mod:`fedge.federated.preprocessing`); the result is then a pipeline. The exact
+        moments are outside any privacy budget, so this is refused with ``privacy``.
+    feature_range : (lower, upper), optional
+        Public per-feature bounds: features are scaled from them onto [-1, 1] without looking
+        at any client's data (no privacy cost); the result is then a pipeline.
     random_state : int
         Seeds the partition, client selection, local training and noise.
     progress : bool
@@ -152,8 +161,23 @@ def simulate(
     parts = partition_rows(y, n_clients, partition, rng, groups=groups)
     training = training if training is not None else TrainingConfig()
     scaler = None
+    if standardize and feature_range is not None:
+        raise InvalidInputError("pass standardize=True or feature_range, not both")
+    if standardize and privacy is not None:
+        raise InvalidInputError(
+            "standardize=True releases every client's exact feature sums and sums of squares, "
+            "which no privacy budget covers; with differential privacy pass public bounds "
+            "(feature_range=(lower, upper)) or scale the features beforehand"
+        )
     if standardize:
         scaler = scaler_from_moments([client_moments(X[rows]) for rows in parts])
+    elif feature_range is not None:
+        scaler = scaler_from_bounds(*feature_range)
+        if scaler.n_features_in_ != X.shape[1]:
+            raise InvalidInputError(
+                f"feature_range has {scaler.n_features_in_} bounds for {X.shape[1]} features"
+            )
+    if scaler is not None:
         X = scaler.transform(X)
         if validation_data is not None:
             validation_data = (scaler.transform(validation_data[0]), validation_data[1])
