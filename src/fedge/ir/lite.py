@@ -6,13 +6,16 @@
   white space, is detected.
 - ``.fedge``: a 54-byte prefix (magic, version, flags, lengths, SHA-256), a
   compact JSON header describing the model with arrays replaced by references,
-  then the arrays' raw little-endian bytes at their stored precision. The
+  then the arrays' raw little-endian bytes at their stored precision; an array
+  with many zeros may be stored sparse (a bitmap or a list of indices of its
+  non-zero elements, then their values), when that makes the file shorter. The
   digest covers every byte but itself. Its length is "the model's size".
 
 Both round-trip bit-identically; the same model always gives the same bytes. A
 file declares the lowest format version that holds it (version 2 added float16,
 int16/int8 and uint16/uint8 arrays, the quantized steps and the compressed data
-section), so float models are still version 1 files.
+section; version 3 sparse arrays), so float models are still version 1 files, and
+a model with nothing worth storing sparse is written exactly as before version 3.
 
 Loading is hostile-file safe: every field is type-checked and every size is
 checked before anything is allocated; failures raise :class:`ModelFormatError`,
@@ -75,8 +78,8 @@ __all__ = [
 ]
 
 FORMAT_NAME = "fedge-lite"
-FORMAT_VERSION = 2  # the newest version this fedge reads and writes
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # the newest version this fedge reads and writes
+READABLE_VERSIONS = (1, 2, 3)
 # What each version after 1 added (dtypes, step types, binary flags). A file declares the
 # lowest version that holds everything it uses: a float64/float32 model is still a version 1
 # file (older fedge reads it), and a reader refuses any other declaration, so even the JSON
@@ -85,6 +88,7 @@ _INTRODUCED: dict[str, int] = {
     **dict.fromkeys(("float16", "int16", "int8", "uint16", "uint8"), 2),
     **dict.fromkeys(("quantized_dense", "quantized_trees"), 2),
     "xz": 2,  # FLAG_XZ
+    "sparse": 3,  # a binary array reference with a "sparse" encoding
 }
 MAGIC = b"FEDGE\x00"
 _PREFIX = struct.Struct("<6sHHIQ")  # magic, version, flags, header length, data length
@@ -95,6 +99,11 @@ _MAX_RAW = 2**32  # largest raw data section a compressed file may declare
 # small hostile file cannot make the reader inflate gigabytes of zeros. Real models compress
 # 2-20x; a section that would compress further is simply stored raw.
 _MAX_RATIO = 256
+# The arrays of a binary file may take at most max(_MAX_RATIO x the data section as stored,
+# _MIN_DECODED) bytes in memory. Sparse arrays (and xz) store zeros in next to nothing, so
+# without this a tiny hostile file could declare gigabytes of zeros; the floor lets any
+# model up to 16 MiB keep its emptiest arrays tiny. Writers store a model beyond it dense.
+_MIN_DECODED = 2**24
 # Fixed xz settings: the same arrays always compress to the same bytes. No integrity check
 # inside the stream: the file's SHA-256 covers it.
 _XZ_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 6}]
@@ -110,6 +119,14 @@ _MAX_COUNT = 2**31  # n_features, n_outputs and array dimensions (the IR indexes
 _MAX_OFFSET = 2**64  # byte offsets and sizes in the binary data section
 _MAX_HEADER = 2**32  # the header length is a u32
 _MAX_NESTING = 100  # levels of lists and objects in metadata
+# Sparse arrays (version 3, binary only): an array whose zeros are many is stored as its
+# non-zero values plus their positions, either as a bitmap (1 bit per element, packed LSB
+# first) or as a list of flat indices (u8/u16/u32, by the element count). A "zero" is the
+# all-zero bit pattern, so -0.0 and NaN payloads are values like any other.
+_DENSE = "dense"
+_SPARSE_ENCODINGS = ("bitmap", "indices")  # tie-break order after dense
+_DENSE_KEYS = frozenset({"dtype", "shape", "offset", "nbytes"})
+_SPARSE_KEYS = _DENSE_KEYS | {"sparse", "nonzero"}
 
 # Arrays are stored little-endian whatever the machine; the IR holds native dtypes.
 _DTYPES = {
@@ -386,27 +403,12 @@ def to_binary_bytes(model: Model) -> bytes:
     ModelFormatError
         The model holds something this version cannot store.
     """
-    chunks: list[bytes] = []
-    offset = 0
-
-    def put(arr: np.ndarray) -> dict[str, Any]:
-        nonlocal offset
-        raw = arr.astype(_DTYPES[arr.dtype.name], copy=False).tobytes()
-        ref = {"dtype": arr.dtype.name, "shape": list(arr.shape), "offset": offset}
-        ref["nbytes"] = len(raw)
-        chunks.append(raw)
-        offset += len(raw)
-        return ref
-
-    doc = _model_doc(model, put)
-    header = _canonical_compact(doc)
-    if len(header) >= _MAX_HEADER:
-        raise ModelFormatError(f"the model's header ({len(header)} bytes) exceeds 4 GiB")
-    body, flags = _packed_data(b"".join(chunks))
-    version = _needed_version(doc, flags)[0]
-    prefix = _PREFIX.pack(MAGIC, version, flags, len(header), len(body))
-    digest = _binary_digest(prefix, header, body)
-    return prefix + digest + header + body
+    # Two candidates: arrays stored sparse where that is smaller (version 3), and all arrays
+    # dense (the file fedge wrote before sparse arrays existed). The shorter file wins, the
+    # dense one on a tie, so a model with nothing worth storing sparse keeps its old bytes.
+    dense, _ = _binary_file(model, sparse=False)
+    sparse, usable = _binary_file(model, sparse=True)
+    return sparse if usable and len(sparse) < len(dense) else dense
 
 
 def from_binary_bytes(data: bytes) -> Model:
@@ -441,19 +443,54 @@ def from_binary_bytes(data: bytes) -> Model:
     if flags & FLAG_XZ:
         body = memoryview(_unpacked_data(body))
     cursor = 0
+    budget = _decoding_limit(len(view) - _HEAD_SIZE - header_len)  # bytes of arrays
+    decoded: list[tuple[np.ndarray, str, str]] = []
 
     def take(ref: Any, where: str, spec: _Array) -> np.ndarray:
-        nonlocal cursor
-        arr, cursor = _binary_array(ref, where, spec, body, cursor)
+        nonlocal cursor, budget
+        arr, cursor, budget, encoding = _binary_array(ref, where, spec, body, cursor, budget)
+        decoded.append((arr, where, encoding))
         return arr
 
     def all_used() -> None:
         if cursor != len(body):
             raise ModelFormatError(f"the data section has {len(body) - cursor} unused bytes")
+        _check_encodings(decoded)
 
     model = _model_from_doc(header, take, all_used)
     _check_version(version, header, flags)
     return model
+
+
+def _binary_file(model: Model, *, sparse: bool) -> tuple[bytes, bool]:
+    """One candidate binary file, and whether it may be written. With ``sparse``, each array
+    is stored in the encoding :func:`_encoding_for` picks, and the candidate is unusable
+    (and not built) when no array is sparse (it would be the dense one), or unusable when
+    its arrays exceed :func:`_decoding_limit` (a dense candidate never does)."""
+    chunks: list[bytes] = []
+    offset = used = decoded = 0
+
+    def put(arr: np.ndarray) -> dict[str, Any]:
+        nonlocal offset, used, decoded
+        ref, raw = _array_bytes(arr, sparse)
+        used += "sparse" in ref
+        decoded += arr.size * arr.dtype.itemsize
+        ref.update(offset=offset, nbytes=len(raw))
+        chunks.append(raw)
+        offset += len(raw)
+        return ref
+
+    doc = _model_doc(model, put)
+    if sparse and not used:
+        return b"", False
+    header = _canonical_compact(doc)
+    if len(header) >= _MAX_HEADER:
+        raise ModelFormatError(f"the model's header ({len(header)} bytes) exceeds 4 GiB")
+    body, flags = _packed_data(b"".join(chunks))
+    version = _needed_version(doc, flags)[0]
+    prefix = _PREFIX.pack(MAGIC, version, flags, len(header), len(body))
+    digest = _binary_digest(prefix, header, body)
+    return prefix + digest + header + body, decoded <= _decoding_limit(len(body))
 
 
 # =========================================================================== documents
@@ -502,6 +539,8 @@ def _needed_version(doc: dict[str, Any], flags: int = 0) -> tuple[int, str]:
         for key in _STEPS[name].arrays:
             dtype = step[key]["dtype"]
             uses.append((f"model.steps[{i}].{key} ({dtype})", dtype))
+            if "sparse" in step[key]:
+                uses.append((f"model.steps[{i}].{key} (stored sparse)", "sparse"))
     needed, what = 1, "the model"
     for where, feature in uses:
         if _INTRODUCED.get(feature, 1) > needed:
@@ -828,6 +867,11 @@ def _packed_data(raw: bytes) -> tuple[bytes, int]:
     return (packed, FLAG_XZ) if fits else (raw, 0)
 
 
+def _decoding_limit(stored: int) -> int:
+    """Most bytes the arrays of a file whose data section stores ``stored`` bytes may take."""
+    return max(_MAX_RATIO * stored, _MIN_DECODED)
+
+
 def _unpacked_data(stored: memoryview) -> bytes:
     """Decompress a data section, never producing more than the length it declares."""
     if len(stored) < _RAW_LENGTH.size:
@@ -898,33 +942,182 @@ def _parsed_header(raw: bytes) -> Any:
 
 
 def _binary_array(
-    ref: Any, where: str, spec: _Array, body: memoryview, cursor: int
-) -> tuple[np.ndarray, int]:
-    """Decode the array ``ref`` points to; arrays tile the data section in document order."""
-    _keys(ref, {"dtype", "shape", "offset", "nbytes"}, where)
+    ref: Any, where: str, spec: _Array, body: memoryview, cursor: int, budget: int
+) -> tuple[np.ndarray, int, int, str]:
+    """Decode the array ``ref`` points to; arrays tile the data section in document order.
+
+    Returns the array, the next offset, the remaining decoding budget (bytes) and the
+    array's encoding (dense, bitmap or indices).
+    """
+    sparse = isinstance(ref, dict) and "sparse" in ref
+    _keys(ref, set(_SPARSE_KEYS if sparse else _DENSE_KEYS), where)
     dtype, shape = _shape(ref, where, spec)
     offset = _int(ref["offset"], f"{where}.offset", _MAX_OFFSET)
     nbytes = _int(ref["nbytes"], f"{where}.nbytes", _MAX_OFFSET)
-    size = math.prod(shape) * dtype.itemsize
+    n = math.prod(shape)
+    encoding, nonzero = _DENSE, 0
+    if sparse:
+        encoding, nonzero = _sparse_ref(ref, where, n, dtype)
+    size = _stored_size(encoding, n, nonzero, dtype)
     if offset != cursor:
         raise ModelFormatError(
             f"{where}.offset is {offset}, expected {cursor}: arrays follow each other in order"
         )
     if nbytes != size:
-        raise ModelFormatError(f"{where}.nbytes is {nbytes}, but its shape and dtype need {size}")
+        what = f"{encoding} encoding of {nonzero} non-zero elements" if sparse else "dtype"
+        raise ModelFormatError(f"{where}.nbytes is {nbytes}, but its shape and {what} need {size}")
     if offset + size > len(body):
         raise ModelFormatError(
             f"{where} ends at byte {offset + size}, outside the data section ({len(body)} bytes)"
         )
+    if n * dtype.itemsize > budget:
+        raise ModelFormatError(
+            f"{where} would take {n * dtype.itemsize} bytes in memory, beyond the "
+            f"{_MAX_RATIO} times the stored data section (or 16 MiB) that a file's arrays "
+            "may take, which fedge never writes"
+        )
     raw = body[offset : offset + size]
-    if dtype.kind == "b":
+    if sparse:
+        arr = _sparse_array(raw, encoding, n, nonzero, dtype, where)
+    elif dtype.kind == "b":
         octets = np.frombuffer(raw, dtype=np.uint8)
         if np.any(octets > 1):
             raise ModelFormatError(f"{where} has bool bytes other than 0 and 1")
         arr = octets.astype(np.bool_)
     else:
         arr = np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="))
-    return arr.reshape(shape), offset + size
+    return arr.reshape(shape), offset + size, budget - n * dtype.itemsize, encoding
+
+
+# =========================================================================== sparse arrays
+def _array_bytes(arr: np.ndarray, sparse: bool) -> tuple[dict[str, Any], bytes]:
+    """An array's reference (without offset and nbytes) and its data-section bytes: dense,
+    or with ``sparse`` in the encoding :func:`_encoding_for` picks."""
+    ref: dict[str, Any] = {"dtype": arr.dtype.name, "shape": list(arr.shape)}
+    if sparse:
+        mask = _nonzero(arr)
+        nonzero = int(np.count_nonzero(mask))
+        encoding = _encoding_for(arr.size, nonzero, arr.dtype)
+        if encoding != _DENSE:
+            ref.update(sparse=encoding, nonzero=nonzero)
+            return ref, _sparse_bytes(arr, mask, encoding)
+    return ref, arr.astype(_DTYPES[arr.dtype.name], copy=False).tobytes()
+
+
+def _nonzero(arr: np.ndarray) -> np.ndarray:
+    """Flat C-order mask of the elements whose bit pattern is not all zeros (so -0.0 and
+    every NaN count as non-zero: they must survive)."""
+    flat = np.ascontiguousarray(arr).reshape(-1)
+    return flat.view(np.dtype(f"u{arr.dtype.itemsize}")) != 0
+
+
+def _index_dtype(n: int) -> np.dtype:
+    """Width of one flat index in the ``indices`` encoding of an array of ``n`` elements."""
+    return np.dtype("u1" if n <= 2**8 else "<u2" if n <= 2**16 else "<u4")
+
+
+def _stored_size(encoding: str, n: int, nonzero: int, dtype: np.dtype) -> int:
+    """Data-section bytes of an array in an encoding (bool values are implied: all 1)."""
+    values = 0 if dtype.kind == "b" else nonzero * dtype.itemsize
+    if encoding == "bitmap":
+        return -(-n // 8) + values
+    if encoding == "indices":
+        return nonzero * _index_dtype(n).itemsize + values
+    return n * dtype.itemsize
+
+
+def _encoding_for(n: int, nonzero: int, dtype: np.dtype) -> str:
+    """The encoding the writer picks: the fewest data bytes plus the header text the sparse
+    keys add (so tiny arrays stay dense); ties go to dense, then bitmap, then indices."""
+
+    def cost(encoding: str) -> int:
+        extra = 0 if encoding == _DENSE else len(f',"nonzero":{nonzero},"sparse":"{encoding}"')
+        return _stored_size(encoding, n, nonzero, dtype) + extra
+
+    return min((_DENSE, *_SPARSE_ENCODINGS), key=cost)
+
+
+def _sparse_bytes(arr: np.ndarray, mask: np.ndarray, encoding: str) -> bytes:
+    """Positions (bitmap or indices), then the non-zero values in order (none for bool)."""
+    if encoding == "bitmap":
+        positions = np.packbits(mask, bitorder="little").tobytes()
+    else:
+        positions = np.flatnonzero(mask).astype(_index_dtype(mask.size)).tobytes()
+    if arr.dtype.kind == "b":
+        return positions
+    values = np.ascontiguousarray(arr).reshape(-1)[mask]
+    return positions + values.astype(_DTYPES[arr.dtype.name], copy=False).tobytes()
+
+
+def _sparse_ref(ref: dict[str, Any], where: str, n: int, dtype: np.dtype) -> tuple[str, int]:
+    """The encoding and non-zero count of a sparse reference, which must be the writer's
+    choice for them."""
+    encoding = ref["sparse"]
+    if not isinstance(encoding, str) or encoding not in _SPARSE_ENCODINGS:
+        raise ModelFormatError(
+            f"{where}.sparse must be one of {', '.join(_SPARSE_ENCODINGS)}, got {_show(encoding)}"
+        )
+    nonzero = _int(ref["nonzero"], f"{where}.nonzero", n + 1)
+    best = _encoding_for(n, nonzero, dtype)
+    if encoding != best:
+        raise IntegrityError(
+            f"{where} is stored as {encoding}, but fedge stores {nonzero} non-zero of {n} "
+            f"{dtype.name} elements {best}: the file was not written by fedge"
+        )
+    return encoding, nonzero
+
+
+def _sparse_array(
+    raw: memoryview, encoding: str, n: int, nonzero: int, dtype: np.dtype, where: str
+) -> np.ndarray:
+    """Decode a sparse array's bytes (their length already checked) into a flat array."""
+    if encoding == "bitmap":
+        head = -(-n // 8)
+        bits = np.unpackbits(np.frombuffer(raw[:head], dtype=np.uint8), bitorder="little")
+        if bits[n:].any():
+            raise ModelFormatError(f"{where} has bitmap padding bits set (after element {n})")
+        positions = np.flatnonzero(bits[:n])
+        if positions.size != nonzero:
+            raise ModelFormatError(
+                f"{where}'s bitmap marks {positions.size} non-zero elements, but its "
+                f"nonzero is {nonzero}"
+            )
+    else:
+        head = nonzero * _index_dtype(n).itemsize
+        positions = np.frombuffer(raw[:head], dtype=_index_dtype(n)).astype(np.int64)
+        if positions.size and (positions[-1] >= n or np.any(np.diff(positions) <= 0)):
+            raise ModelFormatError(
+                f"{where}'s indices must be strictly increasing and below {n} (no duplicates)"
+            )
+    if dtype.kind == "b":
+        arr = np.zeros(n, dtype=np.bool_)
+        arr[positions] = True
+        return arr
+    values = np.frombuffer(raw[head:], dtype=dtype).astype(dtype.newbyteorder("="))
+    zero = np.flatnonzero(~_nonzero(values))
+    if zero.size:
+        raise ModelFormatError(
+            f"{where} stores a zero as its non-zero value {int(zero[0])}, which fedge never writes"
+        )
+    arr = np.zeros(n, dtype=values.dtype)
+    arr[positions] = values
+    return arr
+
+
+def _check_encodings(decoded: list[tuple[np.ndarray, str, str]]) -> None:
+    """A file with sparse arrays stores every array in the encoding the writer picks; one
+    without is the all-dense candidate, which needs no check."""
+    if all(encoding == _DENSE for _, _, encoding in decoded):
+        return
+    for arr, where, encoding in decoded:
+        if encoding != _DENSE:
+            continue  # checked against its header before decoding
+        best = _encoding_for(arr.size, int(_nonzero(arr).sum()), arr.dtype)
+        if best != _DENSE:
+            raise IntegrityError(
+                f"{where} is stored dense, but fedge stores it {best} next to other sparse "
+                "arrays: the file was not written by fedge"
+            )
 
 
 # =========================================================================== files
