@@ -91,6 +91,7 @@ def test_demo_verifies_every_model(tmp_path, capsys) -> None:
     federated = [r for r in rows if r["privacy"]]
     assert [r["name"] for r in federated] == ["federated logreg (10 hospitals)"]
     assert "epsilon 1.000" in federated[0]["privacy"]
+    assert "SecAgg+" in federated[0]["privacy"]
     history = json.loads((tmp_path / "federated_history.json").read_text())
     assert history["rounds"][-1]["epsilon"] <= 1.0
     for row in rows:

@@ -373,6 +373,14 @@ class FedStrategy(StrEnum):
 class DPLevel(StrEnum):
     RECORD = "record"
     CLIENT = "client"
+    DISTRIBUTED = "distributed"
+
+
+class SecureMethod(StrEnum):
+    SECAGG = "secagg"
+    SECAGG_PLUS = "secagg+"
+    CKKS = "ckks"
+    PAILLIER = "paillier"
 
 
 @app.command()
@@ -404,8 +412,31 @@ def federate(
     dp_delta: Annotated[float, typer.Option("--dp-delta", help="Privacy delta.")] = 1e-5,
     dp_level: Annotated[
         DPLevel,
-        typer.Option("--dp-level", help="record: DP-SGD per row; client: DP-FedAvg per client."),
+        typer.Option(
+            "--dp-level",
+            help="record: DP-SGD per row; client: DP-FedAvg per client (server adds noise); "
+            "distributed: per client, each client adds a noise share (needs "
+            "--secure-aggregation).",
+        ),
     ] = DPLevel.RECORD,
+    secure_aggregation: Annotated[
+        SecureMethod | None,
+        typer.Option(
+            "--secure-aggregation",
+            help="The server learns only the sum of the clipped updates: pairwise masking "
+            "(secagg, secagg+) or homomorphic encryption (ckks, paillier).",
+        ),
+    ] = None,
+    secure_clip: Annotated[
+        float, typer.Option("--secure-clip", help="Client-side clipping norm of an update.")
+    ] = 10.0,
+    dropout_rate: Annotated[
+        float,
+        typer.Option(
+            "--dropout-rate",
+            help="Simulated clients that drop out at a random protocol stage, per round.",
+        ),
+    ] = 0.0,
     dp_clip: Annotated[float, typer.Option("--dp-clip", help="Clipping norm.")] = 1.0,
     validation: Annotated[
         float, typer.Option("--validation", help="Fraction held out at the server to score.")
@@ -429,7 +460,13 @@ def federate(
     Features are scaled (from public bounds, or standardized from the clients' summed
     moments; no row leaves its client); the saved model is the whole pipeline."""
     from fedge.data import read_bounds, read_table
-    from fedge.federated import DifferentialPrivacy, TrainingConfig, simulate
+    from fedge.federated import (
+        DifferentialPrivacy,
+        FaultPlan,
+        SecureAggregation,
+        TrainingConfig,
+        simulate,
+    )
 
     X, y, names = read_table(data, label=label)
     bounds = None if feature_range is None else read_bounds(feature_range, names)
@@ -445,6 +482,10 @@ def federate(
         strategy=strategy.value, fraction_fit=fraction, training=training, privacy=privacy,
         validation=validation, standardize=not no_scale and bounds is None,
         feature_range=None if no_scale else bounds, random_state=seed,
+        secure_aggregation=None if secure_aggregation is None else SecureAggregation(
+            secure_aggregation.value, clip_norm=secure_clip
+        ),
+        faults=FaultPlan(dropout=dropout_rate, seed=seed) if dropout_rate else None,
     )
     _print_rounds(result.history)
     output.mkdir(parents=True, exist_ok=True)
@@ -474,14 +515,23 @@ def _print_rounds(history: Any) -> None:
     table = Table(title="federated rounds", title_justify="left")
     keys = [k for k in ("accuracy", "log_loss", "r2", "mse", "train_loss")
             if any(k in r.metrics for r in history.rounds)]
-    for col in ("round", "clients", "rejected", "failed", *keys, "epsilon"):
+    secure = any("secure_seconds" in r.metrics or "secure_aborted" in r.metrics
+                 for r in history.rounds)
+    extra = ("secure s",) if secure else ()
+    for col in ("round", "clients", "rejected", "failed", *keys, "epsilon", *extra):
         table.add_column(col, justify="right")
     for r in history.rounds:
-        table.add_row(
+        cells = [
             str(r.round), f"{r.accepted}/{r.selected}", str(r.rejected), str(r.failed),
             *(f"{r.metrics.get(k, float('nan')):.4f}" for k in keys),
             "-" if r.epsilon is None else f"{r.epsilon:.4f}",
-        )
+        ]
+        if secure:
+            cells.append(
+                "aborted" if "secure_aborted" in r.metrics
+                else f"{r.metrics.get('secure_seconds', float('nan')):.3f}"
+            )
+        table.add_row(*cells)
     console.print(table)
 
 

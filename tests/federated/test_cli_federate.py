@@ -57,6 +57,21 @@ def test_federate_with_privacy_saves_model_history_and_epsilon(
     assert (out / "model.skops").exists()
 
 
+def test_federate_under_secure_aggregation_with_dropouts(cancer_csv, tmp_path, capsys):
+    code, stdout, stderr = run_cli(
+        capsys, "federate", "--data", str(cancer_csv), "--label", "target", "--clients", "8",
+        "--rounds", "3", "--secure-aggregation", "secagg+", "--dropout-rate", "0.2",
+        "-o", str(tmp_path / "out"),
+    )
+    assert code == 0, stderr
+    assert "secure s" in stdout
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert all(
+        "secure_seconds" in r["metrics"] or "secure_aborted" in r["metrics"]
+        for r in history["rounds"]
+    )
+
+
 def test_federate_an_mlp_regressor(tmp_path, capsys):
     X, y = make_regression(600, 5, noise=1.0, random_state=0)
     path = tmp_path / "reg.csv"
@@ -77,6 +92,8 @@ def test_federate_an_mlp_regressor(tmp_path, capsys):
         (["--label", "target", "--partition", "zipf:1"], "unknown partition"),
         (["--label", "target", "--clients", "1000"], "fewer clients"),
         (["--label", "target", "--dp-epsilon", "1"], "no privacy budget covers"),
+        (["--label", "target", "--secure-aggregation", "secagg", "--strategy", "median"],
+         "needs each update"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(cancer_csv, tmp_path, capsys, args, message):

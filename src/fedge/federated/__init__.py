@@ -27,6 +27,7 @@ from fedge.federated.privacy import (
     noise_multiplier_for,
 )
 from fedge.federated.privacy_config import DifferentialPrivacy, calibrate_privacy
+from fedge.federated.secure import SecureAggregation
 from fedge.federated.server import FederatedServer
 from fedge.federated.simulation import SimulationResult, simulate
 from fedge.federated.strategies import (
@@ -77,6 +78,7 @@ __all__ = [
     "Rejection",
     "RoundPlan",
     "RoundRecord",
+    "SecureAggregation",
     "SimulationResult",
     "Strategy",
     "SumAggregator",

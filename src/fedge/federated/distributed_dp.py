@@ -44,6 +44,7 @@ __all__ = [
     "distributed_rho",
     "integer_sensitivities",
     "noise_for_rho",
+    "rho_per_round",
     "secure_generator",
 ]
 
@@ -128,3 +129,29 @@ def noise_for_rho(
         else:
             high = mid
     return high
+
+
+def rho_per_round(target_epsilon: float, delta: float, rounds: int) -> float:
+    """The per-round zCDP ``rho`` whose ``rounds``-fold composition spends ``target_epsilon``
+    at ``delta`` (dp-accounting's RDP conversion; the largest such rho, to 1e-9 relative)."""
+    from fedge.federated.privacy import PrivacyAccountant
+
+    if not (target_epsilon > 0 and rounds >= 1):
+        raise InvalidInputError("target_epsilon must be > 0 and rounds >= 1")
+    accountant = PrivacyAccountant("rdp", delta=delta)
+
+    def spent(rho: float) -> float:
+        return accountant.epsilon_after_zcdp(rho, steps=rounds)
+
+    low, high = 1e-12, 1.0
+    while spent(high) < target_epsilon:
+        low, high = high, high * 4.0
+    for _ in range(80):
+        mid = math.sqrt(low * high)
+        if spent(mid) > target_epsilon:
+            high = mid
+        else:
+            low = mid
+        if high / low < 1 + 1e-9:
+            break
+    return low

@@ -16,12 +16,16 @@ class DifferentialPrivacy:
 
     Parameters
     ----------
-    level : {"record", "client"}
+    level : {"record", "client", "distributed"}
         The privacy unit. ``"record"``: DP-SGD on every client (Abadi et al. 2016):
         per-example clipping to ``clip_norm`` and Gaussian noise; the guarantee protects
         each row of each client. ``"client"``: DP-FedAvg (McMahan et al. 2018): each
         client's whole update is clipped to ``clip_norm`` and the server adds Gaussian
         noise to their sum; the guarantee protects each client's entire dataset.
+        ``"distributed"``: the same unit as ``"client"``, but the noise is added by the
+        clients themselves, each a share sized so the sum over the secure-aggregation
+        threshold carries it (:mod:`fedge.federated.distributed_dp`); needs secure
+        aggregation, and the server never sees an un-noised sum. Accounted as zCDP.
     noise_multiplier : float, optional
         Noise standard deviation over the clipping norm. When omitted it is calibrated
         from ``target_epsilon`` for the planned rounds.
@@ -44,12 +48,13 @@ class DifferentialPrivacy:
         Defaults to the noise multiplier (15% more update noise); Andrew et al. suggest
         clients-per-round / 20 for large cohorts.
     rounds : int, optional
-        Record level with a ``target_epsilon``: the rounds the budget is planned for. Each
-        client then calibrates its own noise so that its rows spend the budget over that
-        many rounds of its own training (a small client needs more noise than a large one).
+        The rounds a ``target_epsilon`` is planned for. Record level: each client calibrates
+        its own noise so that its rows spend the budget over that many rounds of its own
+        training (a small client needs more noise than a large one). Distributed: the
+        budget is split evenly over the rounds.
     """
 
-    level: Literal["record", "client"] = "record"
+    level: Literal["record", "client", "distributed"] = "record"
     noise_multiplier: float | None = None
     target_epsilon: float | None = None
     delta: float = 1e-5
@@ -62,9 +67,9 @@ class DifferentialPrivacy:
     rounds: int | None = None
 
     def __post_init__(self) -> None:
-        if self.level not in ("record", "client"):
+        if self.level not in ("record", "client", "distributed"):
             raise InvalidInputError(
-                f"privacy level must be 'record' or 'client', not {self.level!r}"
+                f"privacy level must be 'record', 'client' or 'distributed', not {self.level!r}"
             )
         if self.noise_multiplier is None and self.target_epsilon is None:
             raise InvalidInputError(
@@ -82,6 +87,8 @@ class DifferentialPrivacy:
             raise InvalidInputError(f"accountant must be 'rdp' or 'pld', not {self.accountant!r}")
         if self.rounds is not None and self.rounds < 1:
             raise InvalidInputError(f"rounds must be at least 1, got {self.rounds}")
+        if self.level == "distributed" and self.accountant != "rdp":
+            raise InvalidInputError("distributed DP is accounted as zCDP: use accountant='rdp'")
         if self.adaptive_clipping and self.level != "client":
             raise InvalidInputError("adaptive clipping applies to client-level DP only")
         if not 0 < self.target_quantile < 1:

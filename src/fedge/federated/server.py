@@ -18,6 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,13 @@ from fedge.federated.client import initial_parameters
 from fedge.federated.history import EarlyStopping, History, Rejection, RoundRecord
 from fedge.federated.messages import ClientUpdate, FitInstructions, Parameters, copy_parameters
 from fedge.federated.privacy_config import DifferentialPrivacy
+from fedge.federated.secure import (
+    SecureAggregation,
+    SecureResult,
+    SecureSession,
+    make_encryption,
+    unpack_sum,
+)
 from fedge.federated.strategies import AggregationStrategy, Strategy, make_strategy
 from fedge.federated.training import (
     ModelSpec,
@@ -91,6 +99,10 @@ class FederatedServer:
     aggregator : SumAggregator, optional
         How sum-based strategies obtain the weighted sum of updates (plaintext by default;
         secure aggregation plugs in here).
+    secure_aggregation : SecureAggregation or str, optional
+        ``"secagg"``, ``"secagg+"``, ``"ckks"`` or ``"paillier"``: the server learns only the
+        sum of the clients' (clipped) updates. Needs a sum-based strategy; per-update checks
+        move to the clients (they clip to ``clip_norm``). Runs through :meth:`fit`.
     random_state : int
         Seed of client selection and of server-side noise.
     """
@@ -112,6 +124,7 @@ class FederatedServer:
         clients: Sequence[str] | None = None,
         expected_clients: int | None = None,
         aggregator: SumAggregator | None = None,
+        secure_aggregation: SecureAggregation | str | None = None,
         random_state: int = 0,
     ) -> None:
         self.template = initial_model
@@ -126,6 +139,8 @@ class FederatedServer:
         self.roster = frozenset(clients) if clients is not None else None
         self.expected_clients = expected_clients
         self.aggregator = aggregator if aggregator is not None else PlainSum()
+        self.secure = self._check_secure(secure_aggregation, privacy, max_update_norm)
+        self._encryption: Any = None  # homomorphic keys, made at the first protected round
         self.random_state = random_state
         self.rng = np.random.default_rng(random_state)
         self.round = 1
@@ -149,9 +164,61 @@ class FederatedServer:
             self.restore(self.checkpoint_dir)
 
     # -- set-up -------------------------------------------------------------------------
+    def _check_secure(
+        self,
+        secure: SecureAggregation | str | None,
+        privacy: DifferentialPrivacy | None,
+        max_update_norm: float | None,
+    ) -> SecureAggregation | None:
+        if secure is None:
+            if privacy is not None and privacy.level == "distributed":
+                raise InvalidInputError(
+                    "distributed DP needs secure aggregation (secure_aggregation='secagg', "
+                    "'secagg+', 'ckks' or 'paillier'): clients add noise only to what is summed"
+                )
+            return None
+        if isinstance(secure, str):
+            secure = SecureAggregation(method=secure)
+        if not self.strategy.sum_based:
+            raise UnsupportedOperationError(
+                f"under secure aggregation the server sees only the sum of the updates; "
+                f"{self.strategy.name!r} needs each update. Use fedavg, fedprox, fedadam, "
+                "fedyogi or fedadagrad"
+            )
+        if max_update_norm is not None:
+            raise UnsupportedOperationError(
+                "under secure aggregation the server cannot measure single updates: clients "
+                "clip their own (SecureAggregation(clip_norm=...)); drop max_update_norm"
+            )
+        if privacy is not None and privacy.level in ("client", "distributed"):
+            # the privacy guarantee's sensitivity is the clients' clipping norm
+            secure = replace(secure, clip_norm=privacy.clip_norm)
+        if privacy is not None and privacy.adaptive_clipping:
+            raise UnsupportedOperationError(
+                "adaptive clipping needs the individual update norms, which secure "
+                "aggregation hides; use a fixed clip_norm"
+            )
+        return secure
+
     def _setup_privacy(self, privacy: DifferentialPrivacy) -> None:
         from fedge.federated.privacy import AdaptiveClipping, PrivacyAccountant
         from fedge.federated.record_ledger import RecordLevelLedger
+
+        if privacy.level == "distributed":
+            from fedge.federated.distributed_dp import rho_per_round
+
+            if privacy.noise_multiplier is None and privacy.rounds is None:
+                raise InvalidInputError(
+                    "distributed DP with a target_epsilon needs privacy.rounds to split the "
+                    "budget over (simulate fills it in)"
+                )
+            self.accountant = PrivacyAccountant(method="rdp", delta=privacy.delta)
+            self.round_rho = (
+                1.0 / (2.0 * privacy.noise_multiplier**2)
+                if privacy.noise_multiplier is not None
+                else rho_per_round(privacy.target_epsilon, privacy.delta, privacy.rounds)
+            )
+            return
 
         if privacy.level == "record":
             if privacy.noise_multiplier is None and privacy.rounds is None:
@@ -264,6 +331,8 @@ class FederatedServer:
             after = self.accountant.epsilon_after(
                 privacy.noise_multiplier, sampling_rate=rate, steps=1
             )
+        elif privacy.level == "distributed":
+            after = self.accountant.epsilon_after_zcdp(self.round_rho)
         else:
             after = self.accountant.epsilon_after_round(selected)
         if after > privacy.target_epsilon * (1 + 1e-9):
@@ -275,6 +344,11 @@ class FederatedServer:
 
     def receive_update(self, update: ClientUpdate) -> bool:
         """Validate and keep ``update`` for this round; False (and a logged reason) if refused."""
+        if self.secure is not None:
+            raise UnsupportedOperationError(
+                "under secure aggregation the server never receives a single update; run "
+                "rounds with server.fit(transport, rounds) (or simulate)"
+            )
         reason = self._validate(update)
         if reason is not None:
             client = getattr(update, "client_id", "?")
@@ -401,26 +475,36 @@ class FederatedServer:
                 steps=int(u.metrics.get("steps", 1)),
             )
 
-    def _record_round(self, updates: list[ClientUpdate], norms: list[float]) -> None:
+    def _record_round(
+        self,
+        updates: list[ClientUpdate],
+        norms: list[float],
+        *,
+        participants: tuple[str, ...] | None = None,
+        extra: dict[str, float] | None = None,
+    ) -> None:
         metrics = self.evaluate()
         losses = [u.metrics["loss_after"] for u in updates if "loss_after" in u.metrics]
         if losses:
             metrics["train_loss"] = float(np.average(losses, weights=[
                 u.num_examples for u in updates if "loss_after" in u.metrics
             ]))
-        selected = len(self._selected) if self._selected else len(updates)
+        metrics.update(extra or {})
+        if participants is None:
+            participants = tuple(u.client_id for u in updates)
+        selected = len(self._selected) if self._selected else len(participants)
         record = RoundRecord(
             round=self.round,
             selected=selected,
-            accepted=len(updates),
+            accepted=len(participants),
             rejected=sum(r.round == self.round for r in self.history.rejections),
             failed=self._failed,
-            mean_update_norm=float(np.mean(norms)) if norms else 0.0,
-            max_update_norm=float(np.max(norms)) if norms else 0.0,
+            mean_update_norm=float(np.mean(norms)) if norms else math.nan,
+            max_update_norm=float(np.max(norms)) if norms else math.nan,
             epsilon=self.epsilon,
             seconds=time.perf_counter() - self._started,
             metrics=metrics,
-            participants=tuple(u.client_id for u in updates),
+            participants=participants,
         )
         self.history.rounds.append(record)
 
@@ -466,12 +550,15 @@ class FederatedServer:
             except PrivacyBudgetExhausted as exc:
                 self.history.stop_reason = str(exc)
                 break
-            for outcome in transport.fit(selected, instructions, self.spec):
-                if outcome.update is None:
-                    self.record_failure(outcome.client_id, outcome.failure or "no update")
-                else:
-                    self.receive_update(outcome.update)
-            self.aggregate_updates()
+            if self.secure is not None:
+                self._secure_round(transport, selected, instructions)
+            else:
+                for outcome in transport.fit(selected, instructions, self.spec):
+                    if outcome.update is None:
+                        self.record_failure(outcome.client_id, outcome.failure or "no update")
+                    else:
+                        self.receive_update(outcome.update)
+                self.aggregate_updates()
             if on_round is not None:
                 on_round(self.history.rounds[-1])
             if self.early_stopping is not None and self.early_stopping.should_stop(self.history):
@@ -482,6 +569,90 @@ class FederatedServer:
                 if self.checkpoint_dir is not None:
                     self.save_checkpoint(self.checkpoint_dir)
         return self.history
+
+    # -- secure rounds --------------------------------------------------------------------
+    def _secure_session(self, selected: int) -> SecureSession:
+        """This round's protection: threshold, fixed point and each client's noise share."""
+        secure, privacy = self.secure, self.privacy
+        distributed = privacy is not None and privacy.level == "distributed"
+        sigma = 0.0
+        if distributed:
+            t = secure.threshold_for(selected) if secure.masking else max(
+                1, math.floor(secure.threshold * selected) + 1
+            )
+            # continuous approximation first (it fixes the fixed-point headroom) ...
+            sigma = secure.clip_norm / math.sqrt(2.0 * self.round_rho * t)
+        if not secure.masking and self._encryption is None:
+            self._encryption = make_encryption(secure)  # once per federation
+        session = SecureSession(
+            secure, self.global_parameters, round_id=self.round, selected=selected,
+            noise_sigma=sigma, uniform_weight=distributed, encryption=self._encryption,
+        )
+        if distributed and secure.masking:
+            # ... then the exact discrete Gaussian share at that precision
+            from fedge.federated.distributed_dp import integer_sensitivities, noise_for_rho
+
+            d2, d1 = integer_sensitivities(
+                secure.clip_norm, session.scale_bits, self.spec.n_parameters
+            )
+            sigma_int = noise_for_rho(self.round_rho, t, d2, d1)
+            session.noise_sigma = sigma_int / 2.0**session.scale_bits
+        session.min_survivors = t if distributed else 1
+        return session
+
+    def _secure_round(
+        self, transport: Transport, selected: tuple[str, ...], instructions: FitInstructions
+    ) -> None:
+        session = self._secure_session(len(selected))
+        outcome = transport.fit_secure(selected, instructions, self.spec, session)
+        for cid, reason in outcome.failures:
+            self.record_failure(cid, reason)
+        result, extra = outcome.result, {}
+        if result is not None and len(result.survivors) < session.min_survivors:
+            result, outcome_reason = None, (
+                f"{len(result.survivors)} clients survived, fewer than the {session.min_survivors} "
+                "the distributed noise is sized for"
+            )
+        else:
+            outcome_reason = outcome.abort_reason
+        if result is None:
+            log.warning("round %d: secure aggregation aborted: %s", self.round, outcome_reason)
+            extra["secure_aborted"] = 1.0
+        else:
+            extra["secure_seconds"] = result.seconds
+            self._global = self._apply_secure_sum(result, len(selected), outcome.reports)
+        self._record_round([], [], participants=() if result is None else result.survivors,
+                           extra=extra)
+        self.round += 1
+        self._selected = None
+        if self.checkpoint_dir is not None:
+            self.save_checkpoint(self.checkpoint_dir)
+
+    def _apply_secure_sum(
+        self, result: SecureResult, selected: int, reports: dict[str, dict[str, float]]
+    ) -> Parameters:
+        privacy = self.privacy
+        weighted, weight = unpack_sum(result.vector_sum, self._global)
+        level = None if privacy is None else privacy.level
+        if level == "record":
+            self._account_record_level([
+                ClientUpdate(cid, self.round, [], 1, reports.get(cid, {}))
+                for cid in result.survivors
+            ])
+        if level in ("client", "distributed"):
+            # DP-FedAvg: a fixed denominator (the selected count) bounds the sensitivity
+            delta_sum = result.vector_sum[:-1]
+            if level == "client":
+                delta_sum = delta_sum + self.rng.normal(
+                    0.0, privacy.noise_multiplier * self.secure.clip_norm, delta_sum.size
+                )
+                rate = self._client_sampling_rate(selected, self._available or selected)
+                self.accountant.record(privacy.noise_multiplier, sampling_rate=rate, steps=1)
+            else:
+                self.accountant.record_zcdp(self.round_rho)
+            mean = np.concatenate([delta_sum / selected, [1.0]])
+            weighted, weight = unpack_sum(mean, self._global)
+        return self.strategy.aggregate_sum(self.round, self._global, weighted, weight)
 
     # -- checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

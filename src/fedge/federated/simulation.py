@@ -30,6 +30,7 @@ from fedge.federated.preprocessing import (
     scaler_from_moments,
 )
 from fedge.federated.privacy_config import DifferentialPrivacy, calibrate_privacy
+from fedge.federated.secure import SecureAggregation
 from fedge.federated.server import FederatedServer
 from fedge.federated.strategies import AggregationStrategy, Strategy
 from fedge.federated.training import TrainingConfig
@@ -91,6 +92,7 @@ def simulate(
     resume: bool = False,
     standardize: bool = False,
     feature_range: tuple[Any, Any] | None = None,
+    secure_aggregation: SecureAggregation | str | None = None,
     random_state: int = 0,
     progress: bool = True,
 ) -> SimulationResult:
@@ -132,6 +134,9 @@ def simulate(
     feature_range : (lower, upper), optional
         Public per-feature bounds: features are scaled from them onto [-1, 1] without looking
         at any client's data (no privacy cost); the result is then a pipeline.
+    secure_aggregation : SecureAggregation or str, optional
+        ``"secagg"``, ``"secagg+"``, ``"ckks"`` or ``"paillier"``: the server learns only the
+        sum of the clients' clipped updates (see :mod:`fedge.federated.secure`).
     random_state : int
         Seeds the partition, client selection, local training and noise.
     progress : bool
@@ -195,9 +200,9 @@ def simulate(
         options.setdefault("fraction_fit", fraction_fit)
         options.setdefault("min_fit_clients", min_fit_clients)
     if privacy is not None:
-        if privacy.level == "record":
+        if privacy.level in ("record", "distributed"):
             if privacy.noise_multiplier is None and privacy.rounds is None:
-                privacy = replace(privacy, rounds=rounds)  # clients calibrate themselves
+                privacy = replace(privacy, rounds=rounds)  # split over the planned rounds
         else:
             per_round = max(min_fit_clients, math.ceil(fraction_fit * len(clients)))
             privacy = calibrate_privacy(
@@ -216,6 +221,7 @@ def simulate(
         checkpoint_dir=checkpoint_dir,
         resume=resume,
         expected_clients=len(clients),
+        secure_aggregation=secure_aggregation,
         random_state=random_state,
     )
     transport = InProcessTransport(clients, timeout=timeout, faults=faults)
