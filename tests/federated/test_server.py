@@ -231,3 +231,12 @@ def test_sum_based_strategies_aggregate_through_the_aggregator_seam(cancer, stra
     assert all(
         np.array_equal(p, q) for p, q in zip(direct, server.global_parameters, strict=True)
     )
+
+
+def test_a_malformed_first_update_cannot_crash_an_uninitialised_server():
+    server = FederatedServer(LogisticRegression(), classes=[0, 1])
+    for params in ([], [np.zeros(3)], [np.zeros((0, 3))]):
+        bad = ClientUpdate("a", 1, params, 10)
+        assert not server.receive_update(bad)
+        assert "shape" in server.history.rejections[-1].reason
+    assert server.spec is None

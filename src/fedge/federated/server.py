@@ -58,11 +58,6 @@ def _delta_norm(params: Parameters, reference: Parameters) -> float:
     return math.sqrt(sum(float(np.sum((p - r) ** 2)) for p, r in pairs))
 
 
-def _n_features_of(spec_kind_params: Parameters, is_mlp: bool) -> int:
-    first = spec_kind_params[0]
-    return int(first.shape[0] if is_mlp else first.shape[-1])
-
-
 class FederatedServer:
     """Runs rounds of federated training; the global model is a fitted estimator throughout.
 
@@ -385,8 +380,8 @@ class FederatedServer:
             return f"parameters must be floating point, got dtype {bad[0]}"
         if not all(np.isfinite(p).all() for p in params):
             return "parameters hold NaN or Inf"
-        if self.spec is None:
-            self._initialise_from(params)
+        if self.spec is None and not self._initialise_from(params):
+            return "wrong shapes: the first array must be the 2-D input weight matrix"
         try:
             check_parameters(self.spec, params)
         except InvalidInputError as exc:
@@ -397,10 +392,16 @@ class FederatedServer:
                 return f"update norm {norm:.4g} exceeds the bound {self.max_update_norm:g}"
         return None
 
-    def _initialise_from(self, params: Parameters) -> None:
+    def _initialise_from(self, params: Parameters) -> bool:
+        """Learn the feature count from the first update (unfitted model, no n_features):
+        the input weight matrix is (outputs, features) for linear models and (features,
+        units) for MLPs. False when the update has no such matrix."""
+        if not params or params[0].ndim != 2 or 0 in params[0].shape:
+            return False
         probe = spec_from_estimator(self.template, n_features=1, classes=self.classes)
-        is_mlp = probe.kind.name.startswith("MLP")
-        self._initialise(_n_features_of(params, is_mlp))
+        first = params[0]
+        self._initialise(int(first.shape[0] if probe.kind.is_mlp else first.shape[1]))
+        return True
 
     def record_failure(self, client_id: str, reason: str) -> None:
         """Note a selected client that raised, timed out or dropped out this round."""
