@@ -13,12 +13,8 @@ from fedge.ir.nodes import Model
 __all__ = ["documented_bounds", "read_bounds", "read_features", "read_labels", "read_table"]
 
 
-def read_features(path: Path, model: Model, *, label: str | None = None) -> np.ndarray:
-    """Feature matrix from a CSV with a header row; empty cells and ``nan`` are NaN.
-
-    ``label`` names the target column to drop. When the model knows its feature names
-    and the header has them all, columns are taken in the model's order.
-    """
+def _rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    """The header (stripped) and the data rows of a CSV that has both."""
     try:
         with path.open(newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
@@ -26,7 +22,16 @@ def read_features(path: Path, model: Model, *, label: str | None = None) -> np.n
         raise InvalidInputError(f"cannot read {path}: {exc}") from None
     if len(rows) < 2:
         raise InvalidInputError(f"{path} needs a header row and at least one data row")
-    header, body = [h.strip() for h in rows[0]], rows[1:]
+    return [h.strip() for h in rows[0]], rows[1:]
+
+
+def read_features(path: Path, model: Model, *, label: str | None = None) -> np.ndarray:
+    """Feature matrix from a CSV with a header row; empty cells and ``nan`` are NaN.
+
+    ``label`` names the target column to drop. When the model knows its feature names
+    and the header has them all, columns are taken in the model's order.
+    """
+    header, body = _rows(path)
     columns = list(range(len(header)))
     if label is not None:
         if label not in header:
@@ -85,14 +90,7 @@ def read_table(path: Path, *, label: str) -> tuple[np.ndarray, np.ndarray, list[
     Targets stay numbers when every cell parses as one (integers when all are whole), and
     are strings otherwise. Empty feature cells and ``nan`` become NaN.
     """
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"cannot read {path}: {exc}") from None
-    if len(rows) < 2:
-        raise InvalidInputError(f"{path} needs a header row and at least one data row")
-    header, body = [h.strip() for h in rows[0]], rows[1:]
+    header, body = _rows(path)
     if label not in header:
         raise InvalidInputError(f"--label {label!r} is not a column of {path}: {header}")
     target = header.index(label)

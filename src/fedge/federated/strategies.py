@@ -953,13 +953,17 @@ class _AdaptiveServerOptimizer(_SumBasedStrategy):
     with the shapes of the global parameters on the first aggregation.
     """
 
+    # Per-variant defaults (the paper's recommended server step sizes).
+    default_learning_rate: ClassVar[float] = 0.1
+    default_beta_1: ClassVar[float] = 0.9
+
     def __init__(
         self,
         *,
-        server_learning_rate: float,
-        beta_1: float,
-        beta_2: float,
-        tau: float,
+        server_learning_rate: float | None = None,
+        beta_1: float | None = None,
+        beta_2: float = 0.99,
+        tau: float = 1e-3,
         weighted: bool = True,
         fraction_fit: float = 1.0,
         min_fit_clients: int = 1,
@@ -971,6 +975,10 @@ class _AdaptiveServerOptimizer(_SumBasedStrategy):
             min_fit_clients=min_fit_clients,
             evaluate_fn=evaluate_fn,
         )
+        if server_learning_rate is None:
+            server_learning_rate = self.default_learning_rate
+        if beta_1 is None:
+            beta_1 = self.default_beta_1
         _check_real(server_learning_rate, "server_learning_rate", low=0.0, low_open=True)
         _check_real(beta_1, "beta_1", low=0.0, high=1.0, high_open=True)
         _check_real(beta_2, "beta_2", low=0.0, high=1.0, high_open=True)
@@ -1046,6 +1054,8 @@ class FedAdagrad(_AdaptiveServerOptimizer):
     beta_1 : float, default 0.0
         Momentum of ``m``; 0 (the default) makes ``m`` the current pseudo-gradient, i.e.
         plain Adagrad. The paper's algorithm allows momentum too.
+    beta_2 : float
+        Unused (Adagrad accumulates every ``delta ** 2``).
     tau : float, default 1e-3
         Adaptivity ``tau > 0``; ``v`` starts at ``tau ** 2``.
     weighted : bool, default True
@@ -1055,28 +1065,7 @@ class FedAdagrad(_AdaptiveServerOptimizer):
     """
 
     name: ClassVar[str] = "fedadagrad"
-
-    def __init__(
-        self,
-        *,
-        server_learning_rate: float = 0.1,
-        beta_1: float = 0.0,
-        tau: float = 1e-3,
-        weighted: bool = True,
-        fraction_fit: float = 1.0,
-        min_fit_clients: int = 1,
-        evaluate_fn: EvaluateFn | None = None,
-    ) -> None:
-        super().__init__(
-            server_learning_rate=server_learning_rate,
-            beta_1=beta_1,
-            beta_2=0.0,
-            tau=tau,
-            weighted=weighted,
-            fraction_fit=fraction_fit,
-            min_fit_clients=min_fit_clients,
-            evaluate_fn=evaluate_fn,
-        )
+    default_beta_1: ClassVar[float] = 0.0
 
     def _second_moment(self, v: np.ndarray, delta_sq: np.ndarray) -> np.ndarray:
         return v + delta_sq
@@ -1103,29 +1092,6 @@ class FedAdam(_AdaptiveServerOptimizer):
 
     name: ClassVar[str] = "fedadam"
 
-    def __init__(
-        self,
-        *,
-        server_learning_rate: float = 0.1,
-        beta_1: float = 0.9,
-        beta_2: float = 0.99,
-        tau: float = 1e-3,
-        weighted: bool = True,
-        fraction_fit: float = 1.0,
-        min_fit_clients: int = 1,
-        evaluate_fn: EvaluateFn | None = None,
-    ) -> None:
-        super().__init__(
-            server_learning_rate=server_learning_rate,
-            beta_1=beta_1,
-            beta_2=beta_2,
-            tau=tau,
-            weighted=weighted,
-            fraction_fit=fraction_fit,
-            min_fit_clients=min_fit_clients,
-            evaluate_fn=evaluate_fn,
-        )
-
     def _second_moment(self, v: np.ndarray, delta_sq: np.ndarray) -> np.ndarray:
         beta_2 = float(self.beta_2)
         return beta_2 * v + (1.0 - beta_2) * delta_sq
@@ -1151,29 +1117,7 @@ class FedYogi(_AdaptiveServerOptimizer):
     """
 
     name: ClassVar[str] = "fedyogi"
-
-    def __init__(
-        self,
-        *,
-        server_learning_rate: float = 0.01,
-        beta_1: float = 0.9,
-        beta_2: float = 0.99,
-        tau: float = 1e-3,
-        weighted: bool = True,
-        fraction_fit: float = 1.0,
-        min_fit_clients: int = 1,
-        evaluate_fn: EvaluateFn | None = None,
-    ) -> None:
-        super().__init__(
-            server_learning_rate=server_learning_rate,
-            beta_1=beta_1,
-            beta_2=beta_2,
-            tau=tau,
-            weighted=weighted,
-            fraction_fit=fraction_fit,
-            min_fit_clients=min_fit_clients,
-            evaluate_fn=evaluate_fn,
-        )
+    default_learning_rate: ClassVar[float] = 0.01
 
     def _second_moment(self, v: np.ndarray, delta_sq: np.ndarray) -> np.ndarray:
         return v - (1.0 - float(self.beta_2)) * delta_sq * np.sign(v - delta_sq)
