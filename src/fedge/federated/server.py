@@ -344,19 +344,34 @@ class FederatedServer:
                 "under secure aggregation the server never receives a single update; run "
                 "rounds with server.fit(transport, rounds) (or simulate)"
             )
-        reason = self._validate(update)
+        reason, params = self._validate(update)
         if reason is not None:
             client = getattr(update, "client_id", "?")
             self.history.rejections.append(Rejection(str(client), self.round, reason))
             log.warning("round %d: rejected update from %r: %s", self.round, client, reason)
             return False
-        params = [np.asarray(p, dtype=np.float64) for p in update.parameters]
         self._pending[update.client_id] = ClientUpdate(
             update.client_id, update.round, params, update.num_examples, dict(update.metrics)
         )
         return True
 
-    def _validate(self, update: Any) -> str | None:
+    def _validate(self, update: Any) -> tuple[str | None, Parameters]:
+        """Why ``update`` must be refused (None if it is fine), and its parameters as fresh
+        float64 arrays."""
+        reason = self._reason(update)
+        if reason is not None:
+            return reason, []
+        try:
+            params = check_parameters(self.spec, update.parameters)
+        except InvalidInputError as exc:
+            return f"rejected parameters: {exc}", []
+        if self.max_update_norm is not None:
+            norm = _delta_norm(params, self._global)
+            if norm > self.max_update_norm:
+                return f"update norm {norm:.4g} exceeds the bound {self.max_update_norm:g}", []
+        return None, params
+
+    def _reason(self, update: Any) -> str | None:
         if not isinstance(update, ClientUpdate):
             return f"not a ClientUpdate but {type(update).__name__}"
         cid = update.client_id
@@ -378,18 +393,8 @@ class FederatedServer:
         bad = [p.dtype for p in params if p.dtype.kind != "f"]
         if bad:
             return f"parameters must be floating point, got dtype {bad[0]}"
-        if not all(np.isfinite(p).all() for p in params):
-            return "parameters hold NaN or Inf"
         if self.spec is None and not self._initialise_from(params):
             return "wrong shapes: the first array must be the 2-D input weight matrix"
-        try:
-            check_parameters(self.spec, params)
-        except InvalidInputError as exc:
-            return f"wrong shapes: {exc}"
-        if self.max_update_norm is not None:
-            norm = _delta_norm([p.astype(np.float64) for p in params], self._global)
-            if norm > self.max_update_norm:
-                return f"update norm {norm:.4g} exceeds the bound {self.max_update_norm:g}"
         return None
 
     def _initialise_from(self, params: Parameters) -> bool:

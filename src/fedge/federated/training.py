@@ -271,7 +271,7 @@ def _normalise_classes(classes: Any) -> np.ndarray:
         unique = np.unique(arr)
     except TypeError as exc:
         raise InvalidInputError(f"classes cannot be sorted: {exc}") from None
-    if unique.dtype.kind == "f" and not np.all(np.isfinite(unique)):
+    if unique.dtype.kind == "f" and not np.isfinite(unique).all():
         raise InvalidInputError("classes contain NaN or Inf")
     if unique.shape[0] < 2:
         raise InvalidInputError(f"a classifier needs at least 2 classes, got {unique.tolist()!r}")
@@ -437,7 +437,7 @@ def check_parameters(spec: ModelSpec, parameters: Sequence[Any]) -> Parameters:
             f"got {got}"
         )
     for i, a in enumerate(arrays):
-        if not np.all(np.isfinite(a)):
+        if not np.isfinite(a).all():
             raise InvalidInputError(f"parameters[{i}] (shape {a.shape}) contains NaN or Inf")
     return arrays
 
@@ -584,7 +584,7 @@ def _check_x(spec: ModelSpec, X: Any) -> np.ndarray:
         raise InvalidInputError(
             f"X has {arr.shape[1]} features, but the model expects {spec.n_features}"
         )
-    if not np.all(np.isfinite(arr)):
+    if not np.isfinite(arr).all():
         raise InvalidInputError("X contains NaN or Inf; impute or drop those values first")
     return arr
 
@@ -604,10 +604,10 @@ def _encode_y(spec: ModelSpec, y: Any, n_rows: int) -> np.ndarray:
             values = arr.astype(np.float64)
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(f"y must be numeric for a regressor: {exc}") from None
-        if not np.all(np.isfinite(values)):
+        if not np.isfinite(values).all():
             raise InvalidInputError("y contains NaN or Inf")
         return values[:, None]
-    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise InvalidInputError("y contains NaN or Inf")
     try:
         idx = np.searchsorted(classes, arr)
