@@ -35,6 +35,7 @@ from fedge.ir.nodes import (
     Model,
     PredictFrom,
     QuantizedDense,
+    QuantizedTrees,
     Step,
     Task,
     TreeEnsemble,
@@ -479,6 +480,12 @@ class _Emitter:
         start, finish = _accumulate(step, dst, base, base_rd)
         self.body.append(start + "".join(calls) + finish)
 
+    def quantized_trees(self, i: int, step: QuantizedTrees, src: str, dst: str) -> None:
+        """Integer bins, comparisons and sums, one rescale (see :mod:`.quantized_trees`)."""
+        from fedge.deployment.formats.c.quantized_trees import emit_quantized_trees
+
+        emit_quantized_trees(self, i, step, src, dst)
+
     def step(self, i: int, step: Step, src: str, dst: str) -> None:
         handlers = {
             Impute: self.impute,
@@ -487,6 +494,7 @@ class _Emitter:
             Dense: self.dense,
             QuantizedDense: self.quantized_dense,
             TreeEnsemble: self.trees,
+            QuantizedTrees: self.quantized_trees,
         }
         handler = handlers.get(type(step))
         if handler is None:  # a new IR step without a C handler must fail loudly
@@ -633,7 +641,7 @@ def emit_c(model: Model, prefix: str = "model", *, layout: str = "table") -> CSo
     p = _check_prefix(prefix)
     if layout not in LAYOUTS:
         raise InvalidInputError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-    splits = sum(s.n_nodes for s in model.steps if isinstance(s, TreeEnsemble))
+    splits = sum(s.n_nodes for s in model.steps if isinstance(s, TreeEnsemble | QuantizedTrees))
     if layout == "inline" and splits > MAX_INLINE_SPLITS:
         raise InvalidInputError(
             f"the inline layout is for small ensembles (at most {MAX_INLINE_SPLITS:,} splits; "

@@ -4,7 +4,8 @@ Per split node: one feature byte (its top bit is the node's missing-value rule w
 features fit in the other bits), one float32 threshold and two child references. Nodes are
 renumbered tree by tree in breadth-first order, so a child reference is a small index
 *within its tree* (``node_base[t]`` locates the tree). Leaves are deduplicated by their
-exact float32 bits into one shared table (random-forest leaves repeat a lot), and a child
+exact float32 bits (integer leaves of :class:`QuantizedTrees` by value) into one shared table
+(random-forest leaves repeat a lot), and a child
 reference at or above ``limit`` names a leaf: ``leaf = ref - limit``. So a 100-tree forest
 of depth 10 needs 16-bit references and no per-leaf index table.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedge.ir.nodes import TreeEnsemble
+from fedge.ir.nodes import QuantizedTrees, TreeEnsemble
 
 __all__ = ["CompactTrees", "compact_trees", "unsigned_type"]
 
@@ -40,13 +41,13 @@ class CompactTrees:
     feature: np.ndarray  # (n_splits,) feature index, | missing bit when packed
     missing_bit: int  # bit of `feature` holding missing_left (0: separate `missing_left`)
     missing_left: np.ndarray  # (n_splits,) uint8, used only when missing_bit == 0
-    threshold: np.ndarray  # (n_splits,) float32 device thresholds
+    threshold: np.ndarray  # (n_splits,) float32 device thresholds (bin indices: quantized)
     child: np.ndarray  # (2 * n_splits,) encoded left, right references, interleaved
     limit: int  # references >= limit are leaves
-    leaves: np.ndarray  # (n_unique_leaves, width) float32
+    leaves: np.ndarray  # (n_unique_leaves, width) float32 (int8/int16: quantized)
 
 
-def _tree_and_level(step: TreeEnsemble) -> tuple[np.ndarray, np.ndarray]:
+def _tree_and_level(step: TreeEnsemble | QuantizedTrees) -> tuple[np.ndarray, np.ndarray]:
     """Tree and depth of every split node, walking all trees level by level."""
     tree = np.zeros(step.n_nodes, dtype=np.int64)
     level = np.zeros(step.n_nodes, dtype=np.int64)
@@ -63,8 +64,11 @@ def _tree_and_level(step: TreeEnsemble) -> tuple[np.ndarray, np.ndarray]:
     return tree, level
 
 
-def compact_trees(step: TreeEnsemble) -> CompactTrees:
-    """Renumber, deduplicate and encode ``step``'s trees for the C table layout."""
+def compact_trees(step: TreeEnsemble | QuantizedTrees) -> CompactTrees:
+    """Renumber, deduplicate and encode ``step``'s trees for the C table layout.
+
+    A :class:`QuantizedTrees` keeps its integer leaves (deduplicated by value) and its
+    thresholds as bin indices."""
     tree, level = _tree_and_level(step)
     order = np.lexsort((np.arange(step.n_nodes), level, tree))  # tree, then breadth-first
     new_index = np.empty(step.n_nodes, dtype=np.int64)
@@ -73,9 +77,15 @@ def compact_trees(step: TreeEnsemble) -> CompactTrees:
     node_base = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     limit = max(1, int(counts.max(initial=0)))  # 0 would make "ref < limit" always false
 
-    leaves32 = np.ascontiguousarray(step.leaf_values.astype(np.float32))
-    bits = leaves32.view(np.uint32)  # dedupe by bits: -0.0 and 0.0 stay apart
-    unique_bits, leaf_id = np.unique(bits, axis=0, return_inverse=True)
+    if isinstance(step, QuantizedTrees):
+        unique, leaf_id = np.unique(step.leaf_values, axis=0, return_inverse=True)
+        threshold = step.threshold
+    else:
+        leaves32 = np.ascontiguousarray(step.leaf_values.astype(np.float32))
+        bits = leaves32.view(np.uint32)  # dedupe by bits: -0.0 and 0.0 stay apart
+        unique_bits, leaf_id = np.unique(bits, axis=0, return_inverse=True)
+        unique = unique_bits.view(np.float32)
+        threshold = step.device_thresholds()
     leaf_id = leaf_id.reshape(-1)
 
     def encode(refs: np.ndarray, owner: np.ndarray) -> np.ndarray:
@@ -106,8 +116,8 @@ def compact_trees(step: TreeEnsemble) -> CompactTrees:
         feature=feature,
         missing_bit=missing_bit,
         missing_left=missing,
-        threshold=np.ascontiguousarray(step.device_thresholds()[order]),
+        threshold=np.ascontiguousarray(threshold[order]),
         child=child,
         limit=limit,
-        leaves=unique_bits.view(np.float32).reshape(-1, step.leaf_width),
+        leaves=unique.reshape(-1, step.leaf_width),
     )
