@@ -85,6 +85,7 @@ class Footprint:
     firmware_ram_bytes: int | None
     method: str
     own_bytes: int | None = None  # the model's own functions and tables in the image, no libc
+    lower_bound: bool = False  # True: the model did not build; flash_bytes counts its tables
 
     @property
     def fits_flash(self) -> bool:
@@ -104,8 +105,10 @@ class Footprint:
     def message(self) -> str:
         """One sentence with the numbers; for a model that does not fit, what to do."""
         stack = "?" if self.stack_bytes is None else f"{self.stack_bytes:,}"
-        flash = f"{self.flash_bytes:,} B of flash" + (
-            "" if self.flash_budget is None else f" (budget {self.flash_budget:,} B)"
+        flash = (
+            ("at least " if self.lower_bound else "")
+            + f"{self.flash_bytes:,} B of flash"
+            + ("" if self.flash_budget is None else f" (budget {self.flash_budget:,} B)")
         )
         ram = f"{self.ram_bytes:,} B of RAM + {stack} B of stack" + (
             "" if self.ram_budget is None else f" (budget {self.ram_budget:,} B)"
@@ -274,6 +277,7 @@ class _Build:
             firmware_flash_bytes=None,
             firmware_ram_bytes=None,
             method="the model's tables only (it does not compile for this target)",
+            lower_bound=True,
         )
         if fp.fits:  # the compile failed for another reason: that is the error to report
             raise self.model_error or ToolchainError("the model did not compile")
