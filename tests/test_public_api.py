@@ -37,6 +37,8 @@ PACKAGES = [
     "fedge.compression.search",
     "fedge.compression.distillation",
     "fedge.deployment.formats.c.tree_tables",
+    "fedge.deployment.model_packager",
+    "fedge.deployment.canonical_zip",
     "fedge.federated",
     "fedge.federated.aggregation",
     "fedge.federated.checkpoint",
