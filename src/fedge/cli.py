@@ -116,22 +116,151 @@ def export(
     label: Annotated[
         str | None, typer.Option("--label", help="Target column of the --verify CSV, dropped.")
     ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target",
+            help="Device (format c): report the footprint there and run --verify rows on it "
+            "(see `fedge targets`).",
+        ),
+    ] = None,
     trust: TrustOpt = False,
 ) -> None:
     """Export a model to a deployable format (and, for C, verify it by running it)."""
     model = load(model_path, trust=trust)
     if fmt is ExportFormat.LITE:
+        if target is not None:
+            raise typer.BadParameter("--target needs --format c", param_hint="--target")
         written = save(model, output)
         console.print(f"wrote {output} ({written:,} bytes, lite format)")
         return
     from fedge.deployment.edge_converter import write_c
     from fedge.deployment.formats.c import emit_c
 
+    device = None
+    if target is not None:
+        from fedge.deployment.devices import get_target
+
+        device = get_target(target)  # an unknown name fails before anything is written
     code = emit_c(model, prefix, layout=layout.value)
     files = write_c(code, output / f"{prefix}.c")
     console.print(f"wrote {', '.join(str(f) for f in files)} ({layout.value} layout)")
-    if verify is not None:
+    if device is not None:
+        _on_device(model_path, model, device, verify, label, prefix, layout.value, trust)
+    elif verify is not None:
         _verify_c(model_path, model, verify, label, prefix, layout.value, trust)
+
+
+def _source_estimator(model_path: Path, trust: bool) -> Any:
+    """The estimator in a skops/pickle file (the label oracle), or None (lite, XGBoost, ...)."""
+    from fedge.io import load_estimator
+    from fedge.ir.lite import is_lite
+
+    if is_lite(model_path.read_bytes()[:64]):
+        return None
+    try:
+        return load_estimator(model_path, trust=trust)
+    except FedgeError:
+        return None  # XGBoost/LightGBM files: device mode is the oracle
+
+
+def _bytes(n: int | None, budget: int | None = None) -> str:
+    if n is None:
+        return "?"
+    return f"{n:,} B" + ("" if budget is None else f" of {budget:,}")
+
+
+def _on_device(
+    model_path: Path,
+    model: Any,
+    device: Any,
+    data: Path | None,
+    label: str | None,
+    prefix: str,
+    layout: str,
+    trust: bool,
+) -> None:
+    """Footprint on ``device`` and, with ``data``, parity of every row run there."""
+    from fedge.deployment.device_verify import measure_footprint, verify_on_device
+
+    fp = measure_footprint(model, device, prefix=prefix, layout=layout)
+    report = None
+    if data is not None and device.runnable and fp.fits:
+        from fedge.data import read_features
+
+        X = read_features(data, model, label=label)
+        source = _source_estimator(model_path, trust)
+        report = verify_on_device(
+            source if source is not None else model, X, device, prefix=prefix, layout=layout
+        )
+        fp = report.footprint
+    table = Table(title=f"{device.name}: {device.description}", title_justify="left")
+    table.add_column("check", style="bold")
+    table.add_column("result")
+    table.add_row("model flash (text+rodata+data)", _bytes(fp.flash_bytes, fp.flash_budget))
+    table.add_row("  of which the model's own code and tables", _bytes(fp.own_bytes))
+    table.add_row("model RAM (data+bss)", _bytes(fp.ram_bytes, fp.ram_budget))
+    table.add_row("model stack (worst case)", _bytes(fp.stack_bytes))
+    table.add_row(
+        "test firmware (flash / RAM)",
+        f"{_bytes(fp.firmware_flash_bytes)} / {_bytes(fp.firmware_ram_bytes)}",
+    )
+    table.add_row("fits", "[green]yes[/]" if fp.fits else "[red]no[/]")
+    if report is not None:
+        table.add_row(
+            f"parity on {report.rows:,} rows ({report.runs} runs)",
+            ("[green]" if report.passed else "[red]") + report.parity + "[/]",
+        )
+        src = report.label_mismatches_source
+        table.add_row(
+            "labels differing from the source model",
+            "n/a (no source estimator in the file)" if src is None else str(src),
+        )
+        per = report.per_prediction
+        table.add_row("per prediction", f"{per:,.0f} {report.counter}" if per else report.counter)
+    elif data is not None:
+        table.add_row(
+            "parity",
+            f"not run: {device.name} is size-only (no emulator)"
+            if not device.runnable
+            else "not run: the model does not fit",
+        )
+    console.print(table)
+    if not fp.fits:
+        err_console.print(f"[bold red]error:[/] {fp.message}")
+        raise typer.Exit(1)
+    if report is not None and not report.passed:
+        err_console.print(
+            f"[bold red]error:[/] the model disagrees on {device.name}; see the table above"
+        )
+        raise typer.Exit(1)
+
+
+@app.command()
+def targets() -> None:
+    """List device targets with their budgets and whether their tools are installed."""
+    from fedge.deployment.devices import DEVICES
+
+    table = Table(title="device targets (fedge export MODEL --format c --target NAME)")
+    for col in ("target", "device", "flash", "RAM", "runs on", "tools"):
+        table.add_column(col)
+    for t in DEVICES.values():
+        missing = t.missing()
+        tools = (
+            "[green]installed[/]"
+            if not missing
+            else "[red]missing:[/] apt-get install "
+            + " ".join(dict.fromkeys(r.package for r in missing))
+        )
+        table.add_row(
+            t.name,
+            t.description,
+            "-" if t.flash_budget is None else f"{t.flash_budget // 1024:,} KiB",
+            "-" if t.ram_budget is None else f"{t.ram_budget // 1024:,} KiB",
+            t.runs_on,
+            tools,
+        )
+    console.print(table)
 
 
 def _verify_c(
@@ -145,16 +274,9 @@ def _verify_c(
 ) -> None:
     from fedge.data import read_features
     from fedge.deployment.verify import verify_c
-    from fedge.io import load_estimator
-    from fedge.ir.lite import is_lite
 
     X = read_features(data, model, label=label)
-    source = None
-    if not is_lite(model_path.read_bytes()[:64]):
-        try:  # skops or trusted pickle: the estimator itself is the label oracle
-            source = load_estimator(model_path, trust=trust)
-        except FedgeError:
-            source = None  # XGBoost/LightGBM files: device mode is the oracle
+    source = _source_estimator(model_path, trust)
     report = verify_c(source if source is not None else model, X, prefix=prefix, layout=layout)
     table = Table(
         title=f"C verified on {report.rows:,} rows (gcc -O2 -ffp-contract=off)",

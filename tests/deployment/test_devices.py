@@ -301,3 +301,44 @@ def test_a_hanging_firmware_is_stopped_at_its_timeout(target: str, tmp_path: Pat
     with pytest.raises(ToolchainError, match="did not finish within 2 s"):
         run_firmware(target, elf, timeout=2)
     assert time.monotonic() - start < 8
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def test_fedge_targets_lists_budgets_and_tools(capsys) -> None:
+    from tools import run_cli
+
+    code, out, _ = run_cli(capsys, "targets")
+    assert code == 0
+    for name in DEVICES:
+        assert name in out
+    assert "32 KiB" in out and "2 KiB" in out and "size only" in out
+
+
+@pytest.mark.slow
+def test_fedge_export_to_a_target_prints_parity_and_footprint(tmp_path, capsys) -> None:
+    import re
+
+    import skops.io as sio
+
+    from tools import run_cli
+
+    _require("esp32c3")
+    model, X = _logreg(5)
+    sio.dump(model, tmp_path / "lr.skops")
+    data = tmp_path / "d.csv"
+    rows = [",".join([f"f{i}" for i in range(5)] + ["y"])]
+    rows += [",".join([repr(float(v)) for v in r] + ["0"]) for r in X[:12]]
+    data.write_text("\n".join(rows) + "\n")
+    argv = ["export", str(tmp_path / "lr.skops"), "-f", "c", "-o", str(tmp_path / "out")]
+    verify = ["--verify", str(data), "--label", "y"]
+    code, out, err = run_cli(capsys, *argv, "--target", "esp32c3", *verify)
+    assert code == 0, err
+    flat = re.sub(r"[│\s]+", " ", out)
+    assert "parity on 12 rows" in flat and "bit-exact" in flat and "minstret" in flat
+    assert "labels differing from the source model 0" in flat and "fits yes" in flat
+    code, out, err = run_cli(capsys, *argv, "--target", "cortex-m7", *verify)
+    assert code == 0 and "size-only" in re.sub(r"[│\s]+", " ", out)
+    code, _, err = run_cli(capsys, *argv, "--target", "esp8266")
+    assert code == 1 and "known targets" in err

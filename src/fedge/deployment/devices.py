@@ -153,6 +153,16 @@ class DeviceTarget:
         """Whether firmware for this target can be run here (an emulator or natively)."""
         return bool(self.emulator)
 
+    @property
+    def runs_on(self) -> str:
+        """The emulator's name, ``native`` or ``size only``."""
+        if not self.emulator:
+            return "size only"
+        first = self.emulator[0]
+        if first == "{elf}":
+            return "native"
+        return "simavr (fedge runner)" if first == "{simavr_runner}" else Path(first).name
+
     def missing(self, *, run: bool = True) -> list[Requirement]:
         """Requirements not installed (``run=False``: only what building and sizing need)."""
         needed = self.requirements if run else self._build_requirements()
