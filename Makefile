@@ -4,9 +4,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# Debian tools the test suite runs, as command:package pairs. Installed with apt-get
-# when missing and we are root; elsewhere the tests that need them say what to install.
-DEB_TOOLS := gcc:gcc g++:g++ size:binutils
+# Debian tools the test suite runs, as command:package pairs, and libraries/headers it
+# needs, as path:package pairs. Installed with apt-get when missing and we are root;
+# elsewhere the tests that need them say what to install. Device targets (issue 8):
+# Cortex-M under qemu-system-arm, aarch64 under qemu-user, AVR under simavr, RV32 under
+# qemu-system-riscv32 (qemu-system-misc).
+DEB_TOOLS := gcc:gcc g++:g++ size:binutils \
+	arm-none-eabi-gcc:gcc-arm-none-eabi qemu-system-arm:qemu-system-arm \
+	aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu qemu-aarch64:qemu-user \
+	avr-gcc:gcc-avr simavr:simavr \
+	riscv64-unknown-elf-gcc:gcc-riscv64-unknown-elf qemu-system-riscv32:qemu-system-misc
+DEB_FILES := /usr/lib/arm-none-eabi/newlib/libm.a:libnewlib-arm-none-eabi \
+	/usr/lib/avr/include/avr/io.h:avr-libc \
+	/usr/include/simavr/sim_avr.h:libsimavr-dev \
+	/usr/lib/picolibc/riscv64-unknown-elf/picolibc.specs:picolibc-riscv64-unknown-elf
 
 .PHONY: test demo bench lint system-deps install clean
 
@@ -40,6 +51,10 @@ system-deps:
 	for pair in $(DEB_TOOLS); do \
 	  cmd=$${pair%%:*}; pkg=$${pair#*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	for pair in $(DEB_FILES); do \
+	  path=$${pair%%:*}; pkg=$${pair#*:}; \
+	  [ -e $$path ] || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
