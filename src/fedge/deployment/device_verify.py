@@ -3,8 +3,9 @@
 :func:`verify_on_device` builds the model's generated C into a test firmware for a
 :class:`~fedge.deployment.devices.DeviceTarget` with a batch of rows compiled in, runs it in the
 target's emulator (always under a timeout), and compares every output with the numpy runtime's
-``device`` mode: bit for bit on every 32/64-bit target; on AVR, whose ``double`` is 32-bit and
-whose libm differs, labels must be identical and scores within :data:`AVR_SCORE_TOLERANCE`.
+``device`` mode: bit for bit on every 32/64-bit target, and for quantized (integer C) models
+on every target; on AVR, whose ``double`` is 32-bit and whose libm differs, float models must
+give identical labels and scores within :data:`AVR_SCORE_TOLERANCE`.
 
 :func:`measure_footprint` reports the model's own flash (text + rodata + data) and RAM
 (data + bss), measured as the difference between the test firmware and the same firmware with
@@ -38,12 +39,13 @@ from fedge.deployment.formats.c.emit import CSource, emit_c
 from fedge.errors import ToolchainError
 from fedge.ir import runtime
 from fedge.ir.lower import lower
-from fedge.ir.nodes import Model, Task
+from fedge.ir.nodes import Model, QuantizedDense, QuantizedTrees, Task
 
 __all__ = [
     "AVR_SCORE_TOLERANCE",
     "DeviceReport",
     "Footprint",
+    "integer_model",
     "measure_footprint",
     "verify_on_device",
 ]
@@ -284,6 +286,11 @@ class _Build:
         return fp
 
 
+def integer_model(model: Model) -> bool:
+    """Whether every step of ``model`` is quantized (integer C): bit-exact even on AVR."""
+    return all(isinstance(s, (QuantizedTrees, QuantizedDense)) for s in model.steps)
+
+
 def _prepare(model: Any) -> tuple[Model, Any]:
     source = None if isinstance(model, Model) else model
     return lower(model), source
@@ -453,7 +460,7 @@ def _compare(
     with np.errstate(invalid="ignore"):
         diff = np.where(both_nan, 0.0, np.abs(g.astype(np.float64) - w))
         max_diff = float(np.nanmax(diff, initial=0.0)) if diff.size else 0.0
-        exact = not t.double_is_32bit
+        exact = not t.double_is_32bit or integer_model(ir)
         tolerance = None if exact else AVR_SCORE_TOLERANCE
         if exact:
             off = differ
