@@ -38,6 +38,7 @@ PACKAGES = [
     "fedge.compression.distillation",
     "fedge.deployment.formats.c.tree_tables",
     "fedge.deployment.model_packager",
+    "fedge.deployment.inference_optimizer",
     "fedge.deployment.canonical_zip",
     "fedge.federated",
     "fedge.federated.aggregation",

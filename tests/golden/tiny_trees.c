@@ -251,6 +251,11 @@ void tiny_trees_decision_function_batch(const float *x, long n, float *scores)
     int nan;
     for (i0 = 0; i0 < n; i0 += 32) {
         long m = n - i0 < 32 ? n - i0 : 32;
+        if (m < 8) {  /* a few rows: the one-row walk is cheaper */
+            for (r = i0; r < n; ++r)
+                tiny_trees_decision_function(x + r * 2, scores + r * 1);
+            break;
+        }
         nan = 0;  /* blocks without NaN skip the missing-value rules */
         for (r = 0; r < 32; ++r) {
             float *o = acc + r * 1;
@@ -271,7 +276,7 @@ void tiny_trees_decision_function_batch(const float *x, long n, float *scores)
                 }
                 continue;
             }
-            for (r = 0; r < 32; r += 8) {  /* roots are node 0 */
+            for (r = 0; r < m; r += 8) {  /* roots are node 0 */
                 const float *x0 = row[r + 0], *x1 = row[r + 1], *x2 = row[r + 2], *x3 = row[r + 3], *x4 = row[r + 4], *x5 = row[r + 5], *x6 = row[r + 6], *x7 = row[r + 7];
                 unsigned long c0 = 0, c1 = 0, c2 = 0, c3 = 0, c4 = 0, c5 = 0, c6 = 0, c7 = 0;
                 if (nan) {

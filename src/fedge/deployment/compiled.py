@@ -60,6 +60,18 @@ class CompiledModel:
         self._proba = (
             self._bind(f"{p}_predict_proba_batch", _FLOAT_P) if self.code.has_proba else None
         )
+        # One row, one call, no allocation: the single-row entry point and its buffers.
+        self._one = getattr(self._lib, f"{p}_predict")
+        self._row = np.zeros(model.n_features, dtype=np.float32)
+        self._row_ptr = self._row.ctypes.data_as(_FLOAT_P)
+        if model.task is Task.CLASSIFICATION:
+            self._one.argtypes = [_FLOAT_P]
+            self._one.restype = ctypes.c_int
+        else:
+            self._one.argtypes = [_FLOAT_P, _FLOAT_P]
+            self._one.restype = None
+            self._value = np.zeros(self.code.n_outputs, dtype=np.float32)
+            self._value_ptr = self._value.ctypes.data_as(_FLOAT_P)
 
     def _build(self) -> Path:
         key = hashlib.sha256(
@@ -105,6 +117,16 @@ class CompiledModel:
             raise UnsupportedOperationError("this model has no probabilities")
         rows = self._rows(X)
         return self._call(self._proba, rows, self.code.n_classes, np.float32, ctypes.c_float)
+
+    def predict_row(self, row: np.ndarray) -> Any:
+        """The label or value of one row the caller has already validated (finite or NaN
+        floats, ``n_features`` of them): the latency path, one C call and no allocation.
+        Not thread-safe (one shared input buffer)."""
+        self._row[:] = row
+        if self.model.task is Task.CLASSIFICATION:
+            return self.model.classes[self._one(self._row_ptr)]
+        self._one(self._row_ptr, self._value_ptr)
+        return self._value[0] if self._value.size == 1 else self._value.copy()
 
     def predict(self, X: Any) -> np.ndarray:
         """Labels (classification) or values (regression)."""

@@ -803,7 +803,8 @@ def _scores_batch(model: Model, p: str, em: _Emitter, width: int) -> str:
     """``decision_function_batch``. A table-layout ensemble as the last step walks blocks
     of rows through one tree at a time (the tree stays in cache), a few rows side by side
     with no branch but the loop's, so the CPU overlaps their memory reads. Rows past the end
-    of the input repeat the block's first row and their sums are dropped."""
+    of the input (up to the next multiple of the lane count) repeat the block's first row
+    and their sums are dropped; fewer rows than lanes take the one-row functions."""
     nf, no = model.n_features, model.n_outputs
     info = em.last_tree
     head = f"void {p}_decision_function_batch(const float *x, long n, float *scores)\n{{\n"
@@ -876,6 +877,10 @@ def _scores_batch(model: Model, p: str, em: _Emitter, width: int) -> str:
             f"    long i0, r, j, k, t;\n    int nan;\n"
             f"    for (i0 = 0; i0 < n; i0 += {BLOCK}) {{\n"
             f"        long m = n - i0 < {BLOCK} ? n - i0 : {BLOCK};\n"
+            f"        if (m < {LANES}) {{  /* a few rows: the one-row walk is cheaper */\n"
+            f"            for (r = i0; r < n; ++r)\n"
+            f"                {p}_decision_function(x + r * {nf}, scores + r * {no});\n"
+            f"            break;\n        }}\n"
             f"        nan = 0;  /* blocks without NaN skip the missing-value rules */\n"
             f"        for (r = 0; r < {BLOCK}; ++r) {{\n"
             f"            float *o = acc + r * {no};\n"
@@ -893,7 +898,7 @@ def _scores_batch(model: Model, p: str, em: _Emitter, width: int) -> str:
             f"                    for (k = 0; k < {w}; ++k) acc[r * {no} + off + k] += "
             f"{info.leaf_rd}({t('leaves')}, (root - {lim}) * {w} + k);\n"
             f"                }}\n                continue;\n            }}\n"
-            f"            for (r = 0; r < {BLOCK}; r += {LANES}) {{  /* roots are node 0 */\n"
+            f"            for (r = 0; r < m; r += {LANES}) {{  /* roots are node 0 */\n"
             f"{walk}"
             f"            }}\n        }}\n{finish}"
             f"        for (r = 0; r < m * {no}; ++r) scores[i0 * {no} + r] = acc[r];\n"
