@@ -11,6 +11,11 @@ from fedge.deployment.device_verify import (
 from fedge.deployment.devices import DEVICES, DeviceTarget, get_target
 from fedge.deployment.edge_converter import EdgeFormat, EdgeModelConverter
 from fedge.deployment.formats.c import CSource, emit_c
+from fedge.deployment.inference_optimizer import (
+    BackendReport,
+    InferenceOptimizer,
+    compare_backends,
+)
 from fedge.deployment.model_packager import (
     LoadedPackage,
     ModelPackager,
@@ -22,6 +27,7 @@ from fedge.deployment.verify import VerificationReport, verify_c
 
 __all__ = [
     "DEVICES",
+    "BackendReport",
     "CSource",
     "CompiledModel",
     "DeviceReport",
@@ -29,10 +35,12 @@ __all__ = [
     "EdgeFormat",
     "EdgeModelConverter",
     "Footprint",
+    "InferenceOptimizer",
     "LoadedPackage",
     "ModelPackager",
     "PackageInfo",
     "VerificationReport",
+    "compare_backends",
     "emit_c",
     "get_target",
     "load_package",
