@@ -30,7 +30,7 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from fedge.deployment.compiled import cache_dir
@@ -146,7 +146,6 @@ class DeviceTarget:
     counter_note: str = ""
     max_rows_per_run: int = 256
     footprint_by: str = "difference"
-    env: tuple[tuple[str, str], ...] = field(default=())
 
     @property
     def runnable(self) -> bool:
@@ -622,7 +621,6 @@ def run_firmware(target: DeviceTarget | str, elf: Path, *, timeout: float = 60) 
             ["timeout", "-k", "2", f"{timeout:g}", exe, *argv[1:]],
             capture_output=True,
             timeout=timeout + 10,
-            env={**os.environ, **dict(t.env)},
         )
     except subprocess.TimeoutExpired:
         done = None
