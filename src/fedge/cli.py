@@ -79,7 +79,14 @@ def _root(
 
 @app.command()
 def inspect(model_path: ModelArg, trust: TrustOpt = False) -> None:
-    """Describe a model: type, task, features, structure and sizes."""
+    """Describe a model or a package: type, task, features, structure and sizes."""
+    from fedge.deployment.model_packager import is_package
+
+    if is_package(model_path):
+        from fedge.cli_package import describe_package
+
+        describe_package(model_path)
+        return
     model = load(model_path, trust=trust)
     info = describe(model)
     table = Table(title=f"{model_path.name}", show_header=False, title_justify="left")
@@ -742,6 +749,15 @@ def demo(
         if r.privacy:
             console.print(f"{r.name}: {r.privacy}; history in {out}/federated_history.json")
     console.print(f"artifacts in {out}/")
+
+
+def _register_more() -> None:
+    from fedge.cli_package import register
+
+    register(app)  # package, verify, bench
+
+
+_register_more()
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -48,7 +48,14 @@ from fedge.ir.lite import from_json_bytes, to_json_bytes
 from fedge.ir.lower import lower
 from fedge.ir.nodes import Model, Task
 
-__all__ = ["LoadedPackage", "ModelPackager", "PackageInfo", "load_package", "verify_package"]
+__all__ = [
+    "LoadedPackage",
+    "ModelPackager",
+    "PackageInfo",
+    "is_package",
+    "load_package",
+    "verify_package",
+]
 
 MANIFEST = "manifest.json"
 SIGNATURE = "signature.ed25519"
@@ -186,14 +193,18 @@ def _deterministic_skops(blob: bytes) -> bytes:
 
     skops names array files and tags objects with Python object ids and stamps the current
     time, so two dumps of one model differ; renumbering both in order of first mention in
-    ``schema.json`` and storing every entry with a fixed timestamp gives one byte layout per
-    model.
+    ``schema.json`` and writing every entry with a fixed timestamp gives one byte layout per
+    model (deflated: the same bytes for the same zlib, which is what the package's own
+    determinism promise covers; the package verifies by hashes, not by re-deflating).
     """
     import re
     import zipfile
 
     with zipfile.ZipFile(io.BytesIO(blob)) as archive:
         contents = {info.filename: archive.read(info) for info in archive.infolist()}
+    for name, data in contents.items():
+        if name.endswith(".npy"):
+            contents[name] = _zero_padding(data)
     schema = contents.pop("schema.json").decode()
     renames: dict[str, str] = {}
     for name in re.findall(r'"([^"/]+\.npy)"', schema):
@@ -211,10 +222,33 @@ def _deterministic_skops(blob: bytes) -> bytes:
         schema,
     )
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
+    with zipfile.ZipFile(out, "w") as archive:
         arrays = sorted((renames[name], data) for name, data in contents.items())
         for name, data in [("schema.json", schema.encode()), *arrays]:
-            archive.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data, compresslevel=9)
+    return out.getvalue()
+
+
+def _zero_padding(npy: bytes) -> bytes:
+    """An ``.npy`` whose structured records have their padding bytes zeroed.
+
+    scikit-learn's tree nodes are records with padding that holds whatever memory held
+    before, so the same tree saves to different bytes; copying field by field into a zeroed
+    array fixes that without touching a value.
+    """
+    try:
+        arr = np.load(io.BytesIO(npy), allow_pickle=False)
+    except ValueError:  # object arrays: leave them to skops
+        return npy
+    if arr.dtype.names is None:
+        return npy
+    clean = np.zeros(arr.shape, dtype=arr.dtype)
+    for field_name in arr.dtype.names:
+        clean[field_name] = arr[field_name]
+    out = io.BytesIO()
+    np.save(out, clean, allow_pickle=False)
     return out.getvalue()
 
 
@@ -501,6 +535,18 @@ def verify_package(
             raise IntegrityError("the package's signature does not verify with this key") from None
         verified = True
     return members, manifest, _sha256(manifest_bytes), verified
+
+
+def is_package(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a fedge package (a canonical ZIP ending in its manifest)."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                return False
+        names = [n for n, _ in read_canonical_zip(Path(path).read_bytes())]
+    except (OSError, ModelFormatError):
+        return False
+    return MANIFEST in names
 
 
 def load_package(
