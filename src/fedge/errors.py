@@ -15,6 +15,7 @@ that already catches ``ValueError`` or ``TypeError`` keeps working::
      |    +-- IntegrityError                   a file's bytes were altered or truncated
      +-- UntrustedFileError (PermissionError)  a pickle (or unknown skops type) without trust
      +-- ToolchainError (RuntimeError)         a compiler or emulator is missing or failed
+     |    +-- FootprintError                   the model does not fit a target's flash/RAM
      +-- PrivacyBudgetExhausted (RuntimeError) a round would exceed the privacy budget
      +-- SecureAggregationError (RuntimeError) a secure-aggregation round cannot complete
      |                                         (too few survivors, a refused or bad message)
@@ -27,6 +28,7 @@ from __future__ import annotations
 __all__ = [
     "EncryptionError",
     "FedgeError",
+    "FootprintError",
     "IntegrityError",
     "InvalidInputError",
     "InvalidModelError",
@@ -79,6 +81,11 @@ class UntrustedFileError(FedgeError, PermissionError):
 
 class ToolchainError(FedgeError, RuntimeError):
     """A compiler, emulator or runtime is missing, failed, or timed out."""
+
+
+class FootprintError(ToolchainError):
+    """The model does not fit the device target's flash or RAM budget (the message gives the
+    numbers and what to try: quantize, prune, fewer trees)."""
 
 
 class PrivacyBudgetExhausted(FedgeError, RuntimeError):  # noqa: N818 (seed API name)

@@ -36,7 +36,7 @@ from fedge.deployment.devices import (
     target_sizes,
 )
 from fedge.deployment.formats.c.emit import CSource, emit_c
-from fedge.errors import ToolchainError
+from fedge.errors import FootprintError, ToolchainError
 from fedge.ir import runtime
 from fedge.ir.lower import lower
 from fedge.ir.nodes import Model, QuantizedDense, QuantizedTrees, Task
@@ -124,9 +124,9 @@ class Footprint:
         )
 
     def check(self) -> Footprint:
-        """Raise a ToolchainError with :attr:`message` unless the model fits."""
+        """Raise a FootprintError with :attr:`message` unless the model fits."""
         if not self.fits:
-            raise ToolchainError(self.message)
+            raise FootprintError(self.message)
         return self
 
     def as_dict(self) -> dict[str, Any]:
