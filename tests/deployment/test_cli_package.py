@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sklearn.datasets import make_classification
 from sklearn.ensemble import RandomForestClassifier
+
 from tools import run_cli
 
 
