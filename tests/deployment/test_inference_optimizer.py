@@ -98,3 +98,20 @@ def test_benchmark_reports_every_figure(forest):
         assert 0 < report.p50_us <= report.p95_us <= report.p99_us
         assert report.batch_rows_per_s > 0 and report.model_bytes > 0
         assert report.cache_hit_rate == pytest.approx(0.5)
+
+
+def test_a_bad_row_fails_only_its_own_request(forest):
+    model, X = forest
+
+    async def mixed():
+        opt = InferenceOptimizer(model, backend="numpy", max_batch=8, max_wait_ms=5.0)
+        bad = X[1].copy()
+        bad[0] = np.inf
+        return await asyncio.gather(
+            opt.apredict(X[0]), opt.apredict(bad), opt.apredict(X[2]), return_exceptions=True
+        )
+
+    first, second, third = asyncio.run(mixed())
+    expected = fedge.predict(fedge.lower(model), X[[0, 2]], mode="device")
+    assert isinstance(second, InvalidInputError)
+    assert [first, third] == list(expected)

@@ -270,13 +270,21 @@ class InferenceOptimizer:
 
     # -- asyncio micro-batching ------------------------------------------------------------
     async def apredict(self, row: Any) -> Any:
-        """The prediction for one row; concurrent calls are answered from shared batches."""
-        x = self._rows(row)
-        if x.shape[0] != 1:
-            raise InvalidInputError("apredict takes one row")
+        """The prediction for one row; concurrent calls are answered from shared batches.
+
+        Rows are checked together when their batch runs (a bad row fails only its own
+        request), which keeps the cost per request small.
+        """
+        x = row if type(row) is np.ndarray and row.dtype == np.float64 else np.asarray(
+            row, dtype=np.float64
+        )
+        if x.shape != (self.n_features,):
+            raise InvalidInputError(
+                f"apredict takes one row of {self.n_features} features, got shape {x.shape}"
+            )
         loop = asyncio.get_running_loop()
         future: asyncio.Future = loop.create_future()
-        self._queue.append((x[0], future))
+        self._queue.append((x, future))
         if len(self._queue) >= self.max_batch:
             self._flush()
         elif self._flush_task is None:
@@ -293,10 +301,21 @@ class InferenceOptimizer:
             self._flush_task.cancel()
             self._flush_task = None
         batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+        rows = np.stack([row for row, _ in batch]) if batch else None
+        if rows is not None:
+            bad = np.isinf(rows).any(axis=1)
+            if bad.any():
+                for (_, future), refused in zip(batch, bad, strict=True):
+                    if refused and not future.done():
+                        future.set_exception(InvalidInputError(
+                            "X holds Inf; pass finite numbers (NaN marks missing values)"
+                        ))
+                batch = [b for b, refused in zip(batch, bad, strict=True) if not refused]
+                rows = rows[~bad]
         if not batch:
             return
         try:
-            values = self._predict_rows(np.stack([row for row, _ in batch]))
+            values = self._predict_rows(rows)
         except Exception as exc:  # every waiter learns what went wrong
             for _, future in batch:
                 if not future.done():
