@@ -49,3 +49,16 @@ def test_wrong_input_shape_and_wrong_suffix() -> None:
     code = converter.convert(case("logreg_binary").estimator, input_shape=(None, 30))
     with pytest.raises(InvalidInputError, match=r"\.c suffix"):
         converter.save_edge_model(code, "model.txt")
+
+
+@pytest.mark.parametrize(("fmt", "suffix"), [("tflite", ".tflite"), ("coreml", ".mlmodel")])
+def test_every_format_through_the_facade(tmp_path, fmt, suffix) -> None:
+    est = case("logreg_binary").estimator
+    converter = EdgeModelConverter(target_format=fmt)
+    artifact = converter.convert(est)
+    files = converter.save_edge_model(artifact, tmp_path / f"m{suffix}")
+    data = files[0].read_bytes()
+    assert len(data) > 100
+    # the same model gives the same bytes
+    again = converter.save_edge_model(converter.convert(est), tmp_path / f"n{suffix}")
+    assert again[0].read_bytes() == data
