@@ -53,6 +53,15 @@ TrustOpt = Annotated[
 class ExportFormat(StrEnum):
     LITE = "lite"
     C = "c"
+    ONNX = "onnx"
+    TFLITE = "tflite"
+    COREML = "coreml"
+
+
+class Precision(StrEnum):
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    INT8 = "int8"
 
 
 class Layout(StrEnum):
@@ -109,7 +118,12 @@ def inspect(model_path: ModelArg, trust: TrustOpt = False) -> None:
 def export(
     model_path: ModelArg,
     output: Annotated[
-        Path, typer.Option("-o", "--output", help="OUT.json or OUT.fedge (lite); a directory (c).")
+        Path,
+        typer.Option(
+            "-o", "--output",
+            help="OUT.json or OUT.fedge (lite); a directory (c); OUT.onnx, OUT.tflite or "
+            "OUT.mlmodel.",
+        ),
     ],
     fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="Target format.")] = (
         ExportFormat.LITE
@@ -131,10 +145,21 @@ def export(
             "(see `fedge targets`).",
         ),
     ] = None,
+    precision: Annotated[
+        Precision, typer.Option("--precision", help="TFLite number format (int8: full integer, "
+                                "activation ranges from the --verify rows).")
+    ] = Precision.FLOAT32,
     trust: TrustOpt = False,
 ) -> None:
-    """Export a model to a deployable format (and, for C, verify it by running it)."""
+    """Export a model to a deployable format and, with --verify, run the artifact on its real
+    runtime (C: gcc or a device emulator; ONNX: onnxruntime; TFLite: the LiteRT interpreter;
+    Core ML: fedge's reader of the spec, since Core ML itself needs macOS)."""
     model = load(model_path, trust=trust)
+    if fmt in (ExportFormat.ONNX, ExportFormat.TFLITE, ExportFormat.COREML):
+        if target is not None:
+            raise typer.BadParameter("--target needs --format c", param_hint="--target")
+        _export_runtime_format(model_path, model, fmt, output, verify, label, precision, trust)
+        return
     if fmt is ExportFormat.LITE:
         if target is not None:
             raise typer.BadParameter("--target needs --format c", param_hint="--target")
@@ -156,6 +181,61 @@ def export(
         _on_device(model_path, model, device, verify, label, prefix, layout.value, trust)
     elif verify is not None:
         _verify_c(model_path, model, verify, label, prefix, layout.value, trust)
+
+
+def _export_runtime_format(
+    model_path: Path,
+    model: Any,
+    fmt: ExportFormat,
+    output: Path,
+    verify: Path | None,
+    label: str | None,
+    precision: Precision,
+    trust: bool,
+) -> None:
+    """ONNX, TFLite or Core ML: write the file, then (with --verify) run it and compare."""
+    from fedge.data import read_features
+    from fedge.deployment.edge_converter import EdgeFormat, EdgeModelConverter
+
+    X = read_features(verify, model, label=label) if verify is not None else None
+    if fmt is ExportFormat.TFLITE and precision is Precision.INT8 and X is None:
+        raise typer.BadParameter(
+            "int8 needs representative rows: pass --verify DATA.csv", param_hint="--precision"
+        )
+    converter = EdgeModelConverter(
+        target_format=EdgeFormat(fmt.value), precision=precision.value, representative_data=X
+    )
+    files = converter.save_edge_model(converter.convert(model), output)
+    console.print(f"wrote {files[0]} ({files[0].stat().st_size:,} bytes, {fmt.value})")
+    if X is None:
+        return
+    source = _source_estimator(model_path, trust)
+    subject = source if source is not None else model
+    if fmt is ExportFormat.ONNX:
+        from fedge.deployment.formats.onnx import verify_onnx
+
+        report = verify_onnx(subject, X)
+        ok = report.ok
+        line = (
+            f"onnxruntime on {report.rows:,} rows: labels differing from device mode "
+            f"{report.label_mismatches_device}, from the source "
+            f"{report.label_mismatches_source}; max |diff| {report.max_abs_diff:.3g} "
+            f"(rtol {report.rtol:g}, atol {report.atol:g})"
+        )
+    elif fmt is ExportFormat.TFLITE:
+        from fedge.deployment.formats.tflite import verify_tflite
+
+        report = verify_tflite(subject, X, precision=precision.value)
+        ok, line = report.passed, str(report)
+    else:
+        from fedge.deployment.formats.coreml import verify_coreml
+
+        report = verify_coreml(subject, X)
+        ok, line = report.ok, report.summary()
+    console.print(line)
+    if not ok:
+        err_console.print("[bold red]verification failed[/]")
+        raise typer.Exit(1)
 
 
 def _source_estimator(model_path: Path, trust: bool) -> Any:

@@ -65,3 +65,18 @@ def test_bench_prints_every_backend_and_writes_json(files, capsys):
     assert "compiled" in stdout and "numpy" in stdout
     rows = json.loads(report.read_text())
     assert {r["backend"] for r in rows} == {"compiled", "numpy"}
+
+
+@pytest.mark.parametrize(("fmt", "suffix", "runtime"), [
+    ("onnx", ".onnx", "onnxruntime"), ("tflite", ".tflite", "Interpreter"),
+    ("coreml", ".mlmodel", "not executed by Core ML"),
+])
+def test_export_to_runtime_formats_and_verify(files, capsys, fmt, suffix, runtime):
+    out = files / f"m{suffix}"
+    code, stdout, stderr = run_cli(
+        capsys, "export", str(files / "m.skops"), "-f", fmt, "-o", str(out),
+        "--verify", str(files / "d.csv"), "--label", "y",
+    )
+    assert code == 0, stderr
+    assert out.stat().st_size > 100
+    assert runtime in stdout.replace("\n", " ")
