@@ -60,6 +60,15 @@ PACKAGES = [
     "fedge.federated.encryption",
     "fedge.federated.distributed_dp",
     "fedge.federated.record_ledger",
+    "fedge.federated.trees",
+    "fedge.federated.trees_bagging",
+    "fedge.federated.trees_histogram",
+    "fedge.deployment.formats.onnx",
+    "fedge.deployment.formats.tflite",
+    "fedge.deployment.formats.coreml",
+    "fedge.deployment.formats.coreml_reader",
+    "fedge.deployment.devices",
+    "fedge.deployment.device_verify",
 ]
 
 

@@ -46,6 +46,11 @@ from fedge.federated.strategies import (
 )
 from fedge.federated.training import ModelKind, ModelSpec, TrainingConfig
 from fedge.federated.transport import FaultPlan, FitOutcome, InProcessTransport, Transport
+from fedge.federated.trees import (
+    FederatedHistGradientBoosting,
+    federated_bagging,
+    federated_histogram_boosting,
+)
 
 __all__ = [
     "AdaptiveClipping",
@@ -61,6 +66,7 @@ __all__ = [
     "FedProx",
     "FedYogi",
     "FederatedClient",
+    "FederatedHistGradientBoosting",
     "FederatedServer",
     "FitInstructions",
     "FitOutcome",
@@ -86,6 +92,8 @@ __all__ = [
     "Transport",
     "TrimmedMean",
     "calibrate_privacy",
+    "federated_bagging",
+    "federated_histogram_boosting",
     "gaussian_sigma",
     "laplace_scale",
     "make_strategy",
