@@ -1,0 +1,251 @@
+"""fedge on Flower without a network: message (de)serialization, and the real ClientApp and
+FlowerTransport connected by an in-process Grid that serializes every message and every
+node's context as Flower does between processes."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr")
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.common import serde
+from flwr.proto.message_pb2 import Context as ProtoContext
+from flwr.proto.recorddict_pb2 import RecordDict as ProtoRecordDict
+from flwr.serverapp import Grid
+
+from fedge.federated.flower import (
+    FlowerProtocolError,
+    FlowerTransport,
+    client_app,
+    client_from_node_config,
+    content_to_instructions,
+    content_to_update,
+    instructions_to_content,
+    server_from_run_config,
+    spec_from_json,
+    spec_to_json,
+    update_to_content,
+)
+from fedge.federated.messages import ClientUpdate, FitInstructions
+from fedge.federated.transport import InProcessTransport
+
+
+@pytest.fixture(autouse=True)
+def _task_identity(monkeypatch):
+    """What a ServerApp process knows about itself (set by Flower in a deployment)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, name, value)
+
+
+def _wire(content: RecordDict) -> RecordDict:
+    data = serde.recorddict_to_proto(content).SerializeToString()
+    proto = ProtoRecordDict()
+    proto.ParseFromString(data)
+    return serde.recorddict_from_proto(proto)
+
+
+class LocalGrid(Grid):
+    """A Grid whose nodes run fedge's ClientApp in this process, one fresh call per message,
+    with the node's context serialized in between (as a SuperNode keeps it)."""
+
+    def __init__(self, node_configs: dict[int, dict], run_config: dict, *, dead=()) -> None:
+        self.contexts = {
+            n: serde.context_to_proto(Context(1, n, cfg, RecordDict(), run_config))
+            .SerializeToString()
+            for n, cfg in node_configs.items()
+        }
+        self.dead = set(dead)
+        self.replies: dict[str, Message] = {}
+        self.ids = itertools.count()
+        self.sent: list[str] = []
+
+    def set_run(self, run) -> None:  # pragma: no cover - unused
+        pass
+
+    @property
+    def run(self):  # pragma: no cover - unused
+        return None
+
+    def create_message(self, *args, **kwargs):  # pragma: no cover - unused
+        raise NotImplementedError
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.contexts)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        ids = []
+        for message in messages:
+            mid = f"m{next(self.ids)}"
+            message.metadata.__dict__["_message_id"] = mid
+            ids.append(mid)
+            node = message.metadata.dst_node_id
+            self.sent.append(message.metadata.message_type)
+            if node in self.dead:
+                continue
+            proto = ProtoContext()
+            proto.ParseFromString(self.contexts[node])
+            context = serde.context_from_proto(proto)
+            message.content = _wire(message.content)
+            try:
+                reply = client_app(message, context)
+            except Exception as exc:  # Flower replies with an error message
+                from flwr.app import Error
+
+                reply = Message(Error(0, f"{type(exc).__name__}: {exc}"), reply_to=message)
+            else:
+                reply.content = _wire(reply.content)
+            self.contexts[node] = serde.context_to_proto(context).SerializeToString()
+            self.replies[mid] = reply
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return [self.replies.pop(m) for m in message_ids if m in self.replies]
+
+    def send_and_receive(self, messages, *, timeout=None):  # pragma: no cover - unused
+        raise NotImplementedError
+
+
+def _csvs(tmp_path: Path, n: int = 3, rows: int = 60, seed: int = 0) -> dict[int, dict]:
+    rng = np.random.default_rng(seed)
+    configs = {}
+    for i in range(n):
+        X = rng.normal(size=(rows, 4))
+        y = (X @ [1.0, -2.0, 0.5, 0.0] + rng.normal(0, 0.5, rows) > 0).astype(int)
+        path = tmp_path / f"site_{i}.csv"
+        lines = ["a,b,c,d,label"] + [
+            ",".join(f"{v:.6f}" for v in x) + f",{t}" for x, t in zip(X, y, strict=True)
+        ]
+        path.write_text("\n".join(lines) + "\n")
+        configs[1000 + i] = {"data-file": str(path), "target": "label", "client-id": f"site_{i}"}
+    return configs
+
+
+RUN = {"rounds": 3, "seed": 7, "epochs": 1, "batch-size": 16, "fit-timeout": 5.0}
+
+
+def _reference(configs: dict[int, dict], run: dict, transport_nodes):
+    clients = [client_from_node_config(cfg, run) for cfg in configs.values()]
+    server = server_from_run_config(run, transport_nodes)
+    server.fit(InProcessTransport(clients), int(run["rounds"]))
+    return server
+
+
+# ---------------------------------------------------------------------------- serialization
+def test_instructions_round_trip_through_the_wire():
+    from sklearn.linear_model import LogisticRegression
+
+    from fedge.federated.training import spec_from_estimator
+
+    spec = spec_from_estimator(LogisticRegression(C=0.5), n_features=3, classes=["a", "b", "c"])
+    params = [np.arange(9.0).reshape(3, 3), np.array([0.1, -0.2, 0.3])]
+    sent = FitInstructions(4, params, {"epochs": 2, "proximal_mu": 0.1, "optimizer": "sgd"})
+    got, got_spec = content_to_instructions(_wire(instructions_to_content(sent, spec)))
+    assert got.round == 4 and dict(got.config) == dict(sent.config)
+    for a, b in zip(got.parameters, params, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert got_spec.parameter_shapes == spec.parameter_shapes
+    assert got_spec.classes.tolist() == ["a", "b", "c"] and got_spec.l2 == spec.l2
+    assert spec_from_json(spec_to_json(spec)).kind is spec.kind
+    assert content_to_instructions(instructions_to_content(sent))[1] is None
+
+
+def test_update_round_trip_and_validation():
+    update = ClientUpdate("site_1", 2, [np.ones((1, 3)), np.zeros(1)], 17, {"loss_after": 0.5})
+    got = content_to_update(_wire(update_to_content(update)))
+    assert (got.client_id, got.round, got.num_examples) == ("site_1", 2, 17)
+    assert dict(got.metrics) == {"loss_after": 0.5}
+    np.testing.assert_array_equal(got.parameters[0], update.parameters[0])
+
+    bad = update_to_content(update)
+    bad["fedge.update"]["num_examples"] = "many"
+    with pytest.raises(FlowerProtocolError, match="num_examples"):
+        content_to_update(bad)
+    bad = update_to_content(update)
+    bad["fedge.parameters"] = ArrayRecord([np.ones(3, dtype=np.int64)])
+    with pytest.raises(FlowerProtocolError, match="dtype"):
+        content_to_update(bad)
+    with pytest.raises(FlowerProtocolError, match=r"fedge\.update"):
+        content_to_update(RecordDict({"x": ConfigRecord({})}))
+    with pytest.raises(FlowerProtocolError, match="round"):
+        content_to_instructions(RecordDict({"fedge.instructions": ConfigRecord({"round": 0})}))
+
+
+# ---------------------------------------------------------------------- ClientApp + transport
+def test_flower_rounds_equal_the_in_process_run(tmp_path):
+    configs = _csvs(tmp_path)
+    grid = LocalGrid(configs, RUN)
+    transport = FlowerTransport(grid, timeout=5.0, poll_interval=0.0)
+    nodes = transport.discover(min_nodes=3)
+    assert sorted(nodes) == ["site_0", "site_1", "site_2"]
+    server = server_from_run_config(RUN, nodes)
+    history = server.fit(transport, 3)
+    assert [r.accepted for r in history.rounds] == [3, 3, 3]
+    # the spec travels only on each node's first fit message
+    assert grid.sent.count("train") == 9
+    reference = _reference(configs, RUN, nodes)
+    for a, b in zip(server.global_parameters, reference.global_parameters, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_a_dead_or_failing_node_is_a_failed_outcome(tmp_path):
+    configs = _csvs(tmp_path)
+    grid = LocalGrid(configs, RUN)
+    transport = FlowerTransport(grid, timeout=0.2, poll_interval=0.0)
+    nodes = transport.discover(min_nodes=3)
+    server = server_from_run_config(RUN, nodes)
+    grid.dead.add(1001)
+    configs[1002]["data-file"] = str(tmp_path / "missing.csv")
+    grid.contexts[1002] = serde.context_to_proto(
+        Context(1, 1002, configs[1002], RecordDict(), RUN)
+    ).SerializeToString()
+    history = server.fit(transport, 1)
+    record = history.rounds[0]
+    assert (record.accepted, record.failed) == (1, 2)
+
+
+def test_secure_aggregation_over_messages_equals_plain_sum(tmp_path):
+    configs = _csvs(tmp_path)
+    run = {**RUN, "secure-aggregation": "secagg", "secure-clip": 100.0}
+    grid = LocalGrid(configs, run)
+    transport = FlowerTransport(grid, timeout=5.0, poll_interval=0.0)
+    nodes = transport.discover(min_nodes=3)
+    server = server_from_run_config(run, nodes)
+    history = server.fit(transport, 2)
+    assert [r.accepted for r in history.rounds] == [3, 3]
+    assert "fedge_secagg_unmask" in grid.sent[-1]
+    reference = _reference(configs, {**run, "rounds": 2}, nodes)
+    for a, b in zip(server.global_parameters, reference.global_parameters, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_secure_round_survives_a_node_lost_before_masking(tmp_path):
+    configs = _csvs(tmp_path, n=4)
+    run = {**RUN, "secure-aggregation": "secagg", "secure-clip": 100.0}
+    grid = LocalGrid(configs, run)
+    transport = FlowerTransport(grid, timeout=0.2, poll_interval=0.0)
+    nodes = transport.discover(min_nodes=4)
+    server = server_from_run_config(run, nodes)
+    real_push = grid.push_messages
+
+    def push(messages):
+        messages = list(messages)
+        if any(m.metadata.message_type.endswith("masked") for m in messages):
+            grid.dead.add(1003)
+        return real_push(messages)
+
+    grid.push_messages = push
+    history = server.fit(transport, 1)
+    assert history.rounds[0].participants == ("site_0", "site_1", "site_2")
+
+
+def test_client_needs_its_node_config():
+    with pytest.raises(Exception, match="data-file"):
+        client_from_node_config({}, {})
