@@ -7,6 +7,13 @@ numpy and in C (+, -, *, /, floor, ldexp, comparisons) in a fixed order; the C
 backend emits the same sequence (compiled with ``-ffp-contract=off`` so that no
 multiply-add is fused). exp is within 1 ulp of the correctly rounded value on [-87, 88].
 
+The C twin calls no libm function: ``floor`` (of a float in [-150, 129]) is a truncating
+int conversion corrected by one comparison, and ``ldexp`` is a multiplication by a power of
+two built from its exponent bits (two multiplications where 2**k is not a normal float32,
+the first exact, so the result is rounded once, as ldexp rounds it). Both are exact
+operations, so the C results keep numpy's bits, and a firmware links no ``floorf``,
+``ldexpf`` or ``errno`` (about 570 B of flash and 100 B of RAM on Cortex-M).
+
 All functions take and return float32 arrays.
 """
 
@@ -17,7 +24,16 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["C_FUNCTIONS", "C_SOURCE", "EXP_CONSTANTS", "exp", "logistic", "softmax", "tanh"]
+__all__ = [
+    "C_FUNCTIONS",
+    "C_INCLUDES",
+    "C_SOURCE",
+    "EXP_CONSTANTS",
+    "exp",
+    "logistic",
+    "softmax",
+    "tanh",
+]
 
 _F = np.float32
 
@@ -113,18 +129,30 @@ def _c_float(value: float) -> str:
 _EXP_C = (
     f"""\
 static float fedge_exp(float x) {{
-    float k, r, p;
+    union {{ uint32_t u; float f; }} s;  /* a power of two, from its exponent bits */
+    float t, k, r, p;
+    int n;
     if (x != x) return x;
     if (x > {_c_float(EXP_CONSTANTS["overflow"])}) return HUGE_VALF;
     if (x < {_c_float(EXP_CONSTANTS["underflow"])}) return 0.0f;
-    k = floorf(x * {_c_float(EXP_CONSTANTS["log2e"])} + 0.5f);
+    t = x * {_c_float(EXP_CONSTANTS["log2e"])} + 0.5f;
+    n = (int)t;  /* t is in [-150, 129]: truncation is exact */
+    if ((float)n > t) n = n - 1;  /* floor(t) */
+    k = (float)n;
     r = (x - k * {_c_float(EXP_CONSTANTS["ln2_hi"])}) - k * {_c_float(EXP_CONSTANTS["ln2_lo"])};
     p = {_c_float(EXP_CONSTANTS["c7"])};
 """
     + "".join(f"    p = p * r + {_c_float(EXP_CONSTANTS[name])};\n" for name in _HORNER)
-    + """\
-    return ldexpf(p, (int)k);
-}
+    + f"""\
+    /* p * 2**n rounded once, as ldexpf: p is in [0.7, 1.5), n in [-150, 128] */
+    if (n > 127) return p * {_c_float(2.0**127)} * 2.0f;
+    if (n < -126) {{  /* exact scaling to a normal float, then one rounding to subnormal */
+        s.u = (uint32_t)(n + 32 + 127) << 23;
+        return p * s.f * {_c_float(2.0**-32)};
+    }}
+    s.u = (uint32_t)(n + 127) << 23;
+    return p * s.f;
+}}
 """
 )
 C_FUNCTIONS: dict[str, str] = {
@@ -142,4 +170,7 @@ static float fedge_tanh(float x) {
 }
 """,
 }
-C_SOURCE = "\n".join(C_FUNCTIONS.values())
+C_INCLUDES = ("math.h", "stdint.h")  # HUGE_VALF and fabsf; uint32_t
+C_SOURCE = "".join(f"#include <{h}>\n" for h in C_INCLUDES) + "\n" + "\n".join(
+    C_FUNCTIONS.values()
+)
