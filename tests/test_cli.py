@@ -105,6 +105,53 @@ def test_demo_verifies_every_model(tmp_path, capsys) -> None:
             assert row["compressed_bytes"] < row["fedge_bytes"], row
         assert row["compressed_accuracy"] >= row["accuracy"] - 0.02
     assert sorted(p.suffix for p in tmp_path.iterdir()).count(".fedge") == 12
+    _check_demo_devices(rows)
+
+
+def _check_demo_devices(rows: list[dict]) -> None:
+    """The int8 forest on every device target: make test installs every toolchain and
+    emulator, so every runnable target ran it bit-exact and every target reports a fit."""
+    from fedge.demo import DEPLOYED, DEVICE_ROWS
+    from fedge.deployment.devices import DEVICES
+
+    deployed = [r for r in rows if r["devices"]]
+    assert [r["name"] for r in deployed] == [DEPLOYED]
+    devices = deployed[0]["devices"]
+    assert [d["target"] for d in devices] == list(DEVICES)
+    for d in devices:
+        assert d["fits"] is True and d["flash_bytes"] > 0 and d["stack_bytes"] > 0, d
+        if DEVICES[d["target"]].runnable:
+            assert d["status"] == "ok" and d["bit_exact"] is True, d
+            assert d["rows"] == DEVICE_ROWS and "bit-exact" in d["parity"], d
+        else:
+            assert d["status"] == "size only" and d["rows"] == 0, d
+    uno = next(d for d in devices if d["target"] == "arduino-uno")
+    assert uno["flash_bytes"] <= uno["flash_budget"] and uno["per_prediction"] > 0
+
+
+def test_demo_marks_a_target_whose_tools_are_missing(monkeypatch) -> None:
+    import shutil
+
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.tree import DecisionTreeClassifier
+
+    from fedge import demo
+    from fedge.deployment import devices
+
+    which = shutil.which
+    gone = {"qemu-system-arm", "avr-gcc"}
+    monkeypatch.setattr(shutil, "which", lambda cmd, *a, **k: None if cmd in gone else which(cmd))
+    subset = {k: devices.DEVICES[k] for k in ("cortex-m4f", "arduino-uno")}
+    monkeypatch.setattr(devices, "DEVICES", subset)
+    X, y = load_breast_cancer(return_X_y=True)
+    model = fedge.lower(DecisionTreeClassifier(max_depth=2, random_state=0).fit(X, y))
+    m4, uno = demo._deploy(model, X[:2].astype(np.float32))
+    # the compiler is there: the footprint is measured, the run is not
+    assert m4.status == "tool missing" and "qemu-system-arm" in m4.parity
+    assert m4.flash_bytes is not None and m4.bit_exact is None
+    # no compiler: nothing to measure, and still no exception
+    assert uno.status == "tool missing" and "gcc-avr" in uno.parity and uno.flash_bytes is None
 
 
 def test_console_entry_point_runs(tmp_path) -> None:

@@ -760,8 +760,16 @@ def demo(
     ),
     seed: Annotated[int, typer.Option(help="Seed of the split and the estimators.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    devices: Annotated[
+        bool,
+        typer.Option(
+            "--devices/--no-devices",
+            help="Deploy the int8 random forest to every device target (emulators).",
+        ),
+    ] = True,
 ) -> None:
-    """Train, lower, save, reload and verify models on breast-cancer data."""
+    """Train, lower, save, reload and verify models on breast-cancer data, then deploy the
+    compressed forest to every device target."""
     from fedge.demo import run_demo
 
     with Progress(
@@ -772,7 +780,12 @@ def demo(
         transient=True,
     ) as bar:
         task = bar.add_task("training", total=None)
-        rows = run_demo(out, seed=seed, progress=lambda name: bar.update(task, description=name))
+        rows = run_demo(
+            out,
+            seed=seed,
+            progress=lambda name: bar.update(task, description=name),
+            devices=devices,
+        )
     if as_json:
         console.print_json(json.dumps([r.as_dict() for r in rows]))
         return
@@ -826,9 +839,61 @@ def demo(
         )
     console.print(small)
     for r in rows:
+        if r.devices:
+            _print_devices(r.name, r.devices)
+    for r in rows:
         if r.privacy:
             console.print(f"{r.name}: {r.privacy}; history in {out}/federated_history.json")
     console.print(f"artifacts in {out}/")
+
+
+_DEVICE_STATUS = {
+    "ok": "[green]{}[/]",
+    "size only": "[cyan]{}[/]",
+    "tool missing": "[yellow]{}[/]",
+    "does not fit": "[yellow]{}[/]",
+    "FAILED": "[red]{}[/]",
+}
+
+
+def _print_devices(name: str, devices: Any) -> None:
+    """The demo's table of one compressed model on every device target."""
+    n_rows = max((d.rows for d in devices), default=0)
+    table = Table(
+        title=f"int8 {name} on every device target ({n_rows} held-out rows per runnable target)",
+        title_justify="left",
+    )
+    for h in ("target", "runs on", "parity", "flash B", "RAM B", "stack B", "fits", "per predict"):
+        table.add_column(h, justify="left" if h in ("target", "runs on", "parity") else "right")
+    for d in devices:
+        if d.status == "ok":
+            parity = "bit-exact" if d.bit_exact else "labels ok, scores within tolerance"
+        else:
+            parity = d.status
+        per = "-"
+        if d.per_prediction is not None:
+            unit = "cycles" if d.counter.startswith("cycles") else "instructions"
+            per = f"{d.per_prediction:,.0f} {unit}"
+        table.add_row(
+            d.target,
+            d.runs_on,
+            _DEVICE_STATUS.get(d.status, "{}").format(parity),
+            "-" if d.flash_bytes is None else f"{d.flash_bytes:,}",
+            "-" if d.ram_bytes is None else f"{d.ram_bytes:,}",
+            "-" if d.stack_bytes is None else f"{d.stack_bytes:,}",
+            {True: "[green]yes[/]", False: "[red]NO[/]", None: "-"}[d.fits],
+            per,
+        )
+    console.print(table)
+    console.print(
+        "parity: every score, probability and label of the firmware, run in the target's "
+        "emulator, equals the int8 model's in fedge's numpy runtime bit for bit; flash/RAM: "
+        "the model's own (firmware minus a stub-model firmware); stack: worst case "
+        "(-fstack-usage); fits: within the target's flash and RAM budgets."
+    )
+    for d in devices:
+        if d.status in ("FAILED", "tool missing", "does not fit"):
+            console.print(f"{d.target}: {d.parity}")
 
 
 def _register_more() -> None:

@@ -2,8 +2,11 @@
 
 Trains a few models (one of them federated over 10 simulated hospitals with differential
 privacy), lowers them to the IR, saves and reloads lite files, and measures what each step
-costs: parity with the source model, bytes, the compiled C and a quantized copy. Later
-stages (device targets) add their own columns.
+costs: parity with the source model, bytes, the compiled C and a quantized copy. Then it
+deploys one compressed model (the int8 random forest) to every device target: on each
+runnable target the firmware runs a few held-out rows in its emulator and every output is
+compared with the numpy runtime bit for bit; every target reports the model's flash, RAM,
+stack and whether it fits. A target whose tools are missing is marked so, not a failure.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from fedge.io import load, save
 from fedge.ir.lower import lower
 from fedge.ir.runtime import predict, predict_proba
 
-__all__ = ["DemoRow", "run_demo"]
+__all__ = ["DEPLOYED", "DEVICE_ROWS", "DemoRow", "DeviceRow", "run_demo"]
 
 
 @dataclass(frozen=True)
@@ -42,9 +45,35 @@ class DemoRow:
     compressed_bytes: int  # its binary lite file
     compressed_accuracy: float  # device mode, test rows
     privacy: str | None = None  # how a federated model was trained, and the epsilon spent
+    devices: tuple[DeviceRow, ...] | None = None  # the compressed model on every target
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    """The compressed model on one device target: parity (runnable targets) and footprint."""
+
+    target: str
+    runs_on: str  # the emulator, "native" or "size only"
+    status: str  # "ok", "FAILED", "size only", "does not fit" or "tool missing"
+    parity: str  # the one-line verdict with its rule, or why there is none
+    bit_exact: bool | None  # every output equals device mode bit for bit (None: not run)
+    rows: int  # held-out rows run on the target
+    flash_bytes: int | None  # the model's own (firmware minus a stub-model firmware)
+    ram_bytes: int | None
+    stack_bytes: int | None
+    fits: bool | None
+    flash_budget: int | None
+    ram_budget: int | None
+    per_prediction: float | None  # instructions or cycles, where the emulator counts them
+    counter: str
+    seconds: float  # building, sizing and running
+
+
+DEPLOYED = "random forest (100)"  # its int8 copy fits every target, Arduino Uno included
+DEVICE_ROWS = 16  # held-out rows each runnable target runs
 
 
 def _estimators(seed: int) -> dict[str, Callable[[], Any]]:
@@ -97,6 +126,73 @@ def _verify_c(est: Any, X: np.ndarray) -> tuple[bool | None, int | None]:
     return report.identical, report.text_bytes + report.data_bytes
 
 
+def _deploy(
+    model: Any, X: np.ndarray, progress: Callable[[str], None] | None = None
+) -> tuple[DeviceRow, ...]:
+    """``model`` on every device target: verify_on_device where it runs, else its footprint."""
+    import time
+
+    from fedge.deployment.device_verify import measure_footprint, verify_on_device
+    from fedge.deployment.devices import DEVICES
+    from fedge.errors import FootprintError, ToolchainError
+
+    out = []
+    for t in DEVICES.values():
+        if progress is not None:
+            progress(f"int8 {DEPLOYED} on {t.name}")
+        start = time.perf_counter()
+        fp, report, status, parity = None, None, "", ""
+        build_missing = t.missing(run=False)
+        run_missing = t.missing(run=True) if t.runnable else []
+        try:
+            if build_missing:
+                status = "tool missing"
+                parity = "missing: " + ", ".join(f"{r.what} ({r.package})" for r in build_missing)
+            elif t.runnable and not run_missing:
+                try:
+                    report = verify_on_device(model, X, t)
+                    fp = report.footprint
+                    status = "ok" if report.passed else "FAILED"
+                    parity = report.parity
+                except FootprintError as exc:
+                    fp, status, parity = measure_footprint(model, t), "does not fit", str(exc)
+            else:
+                fp = measure_footprint(model, t)
+                if run_missing:
+                    status = "tool missing"
+                    parity = "cannot run: missing " + ", ".join(
+                        f"{r.what} ({r.package})" for r in run_missing
+                    )
+                elif fp.fits:
+                    status, parity = "size only", "size-only target (no emulator)"
+                else:
+                    status, parity = "does not fit", fp.message
+        except ToolchainError as exc:
+            status, parity = "FAILED", str(exc)
+        out.append(
+            DeviceRow(
+                target=t.name,
+                runs_on=t.runs_on,
+                status=status,
+                parity=parity,
+                bit_exact=None
+                if report is None
+                else report.score_mismatches == 0 and report.label_mismatches_device == 0,
+                rows=0 if report is None else report.rows,
+                flash_bytes=None if fp is None else fp.flash_bytes,
+                ram_bytes=None if fp is None else fp.ram_bytes,
+                stack_bytes=None if fp is None else fp.stack_bytes,
+                fits=None if fp is None else fp.fits,
+                flash_budget=t.flash_budget,
+                ram_budget=t.ram_budget,
+                per_prediction=None if report is None else report.per_prediction,
+                counter=t.counter_note if report is None else report.counter,
+                seconds=round(time.perf_counter() - start, 2),
+            )
+        )
+    return tuple(out)
+
+
 FEDERATED = "federated logreg (10 hospitals)"
 
 
@@ -138,6 +234,7 @@ def run_demo(
     *,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    devices: bool = True,
 ) -> list[DemoRow]:
     """Run the demo, writing every artifact under ``out_dir``; return one row per model.
 
@@ -148,7 +245,11 @@ def run_demo(
     seed : int
         Seed of the split and of every estimator.
     progress : callable, optional
-        Called with the name of each model as its work starts.
+        Called with the name of each model (and each device target) as its work starts.
+    devices : bool
+        Deploy the int8 copy of :data:`DEPLOYED` to every device target (its row's
+        ``devices``): parity on :data:`DEVICE_ROWS` held-out rows where the target runs, and
+        the footprint everywhere.
     """
     from sklearn.datasets import load_breast_cancer
     from sklearn.exceptions import ConvergenceWarning
@@ -177,6 +278,9 @@ def run_demo(
         c_identical, c_bytes = _verify_c(est, X_te)
         strategy, small = _quantize(model)
         small_bytes = save(small, stem.with_name(stem.name + f"_{strategy}").with_suffix(".fedge"))
+        deployed = None
+        if devices and name == DEPLOYED:
+            deployed = _deploy(small, X_te[:DEVICE_ROWS], progress)
         rows.append(
             DemoRow(
                 name=name,
@@ -197,6 +301,7 @@ def run_demo(
                 compressed_bytes=small_bytes,
                 compressed_accuracy=float(np.mean(predict(small, X_te, mode="device") == y_te)),
                 privacy=privacy,
+                devices=deployed,
             )
         )
     return rows
