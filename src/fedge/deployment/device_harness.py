@@ -272,7 +272,8 @@ def stack_usage(su_text: str, c_source: str, entries: list[str]) -> int | None:
     Each function's frame comes from the ``.su`` file (functions the compiler inlined have no
     entry and count 0: their frame is part of their caller's); the call graph comes from the
     generated source. The worst case is the deepest chain from any entry point. Calls into the
-    C library (``floorf``, ``ldexpf``) are leaves and not counted. None when no frame is known.
+    compiler's runtime (soft-float helpers) are leaves and not counted. None when no frame is
+    known.
     """
     frames: dict[str, int] = {}
     for line in su_text.splitlines():
