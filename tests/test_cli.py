@@ -104,7 +104,14 @@ def test_demo_verifies_every_model(tmp_path, capsys) -> None:
         if row["fedge_bytes"] > 5000:  # tiny models are mostly header and metadata
             assert row["compressed_bytes"] < row["fedge_bytes"], row
         assert row["compressed_accuracy"] >= row["accuracy"] - 0.02
+        # every demo model is verified on onnxruntime, the LiteRT interpreter and the Core ML
+        # spec reader (a refusal would be a clear error, but none of these models needs one)
+        assert row["exports"] == {f: "verified" for f in ("onnx", "tflite", "coreml")}, row
     assert sorted(p.suffix for p in tmp_path.iterdir()).count(".fedge") == 12
+    packaged = [r["package"] for r in rows if r["package"]]
+    assert len(packaged) == 1 and packaged[0]["predictions_identical"]
+    assert packaged[0]["backend"] == "compiled" and packaged[0]["p50_us"] > 0
+    assert (tmp_path / "demo-forest-int8.zip").stat().st_size == packaged[0]["bytes"]
     _check_demo_devices(rows)
 
 

@@ -838,13 +838,52 @@ def demo(
             f"{r.compressed_accuracy - r.accuracy:+.3f}",
         )
     console.print(small)
+    _print_exports(rows)
     for r in rows:
         if r.devices:
             _print_devices(r.name, r.devices)
     for r in rows:
+        if r.package:
+            pkg = r.package
+            console.print(
+                f"{r.name}, {r.compression}: packaged in {pkg['path']} ({pkg['bytes']:,} bytes, "
+                f"version id {pkg['version_id'][:16]}..., verified on load, predictions "
+                f"{'identical' if pkg['predictions_identical'] else 'DIFFERENT'}); "
+                f"{pkg['backend']} backend: single row p50 {pkg['p50_us']:.1f} us, p99 "
+                f"{pkg['p99_us']:.1f} us, {pkg['rows_per_s']:,.0f} rows/s, cache hit "
+                f"{pkg['cache_hit_us']:.2f} us"
+            )
+    for r in rows:
         if r.privacy:
             console.print(f"{r.name}: {r.privacy}; history in {out}/federated_history.json")
     console.print(f"artifacts in {out}/")
+
+
+def _print_exports(rows: list[Any]) -> None:
+    table = Table(
+        title="export parity (each file run on its runtime against the source model; Core ML: "
+        "fedge's reader of the spec, Core ML itself needs macOS)",
+        title_justify="left",
+    )
+    formats = ("lite", "c", "onnx", "tflite", "coreml")
+    table.add_column("model")
+    for f in formats:
+        table.add_column(f, justify="center")
+    refusals = []
+    for r in rows:
+        cells = ["[green]ok[/]" if r.labels_identical else "[red]NO[/]",
+                 {True: "[green]ok[/]", False: "[red]NO[/]", None: "no gcc"}[r.c_identical]]
+        for f in formats[2:]:
+            verdict = (r.exports or {}).get(f, "-")
+            if verdict.startswith("refused"):
+                refusals.append(f"{r.name} / {f}: {verdict[len('refused: '):]}")
+                cells.append("[yellow]refused[/]")
+            else:
+                cells.append("[green]ok[/]" if verdict == "verified" else f"[red]{verdict}[/]")
+        table.add_row(r.name, *cells)
+    console.print(table)
+    for line in refusals:
+        console.print(f"  refused {line}", highlight=False)
 
 
 _DEVICE_STATUS = {
