@@ -592,11 +592,44 @@ class SecureMethod(StrEnum):
     PAILLIER = "paillier"
 
 
+class Engine(StrEnum):
+    SIMULATION = "simulation"
+    FLOWER = "flower"
+
+
 @app.command()
 def federate(
-    data: Annotated[Path, typer.Option("--data", help="CSV with a header row.")],
-    label: Annotated[str, typer.Option("--label", help="Target column of the CSV.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output directory.")],
+    data: Annotated[
+        Path | None, typer.Option("--data", help="CSV with a header row (simulation).")
+    ] = None,
+    label: Annotated[
+        str | None, typer.Option("--label", help="Target column of the CSV (simulation).")
+    ] = None,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            "--engine",
+            help="simulation: split --data among simulated clients in this process; flower: "
+            "run on a Flower SuperLink whose SuperNodes hold the data (docs/federated.md).",
+        ),
+    ] = Engine.SIMULATION,
+    superlink: Annotated[
+        str, typer.Option("--superlink", help="Flower: the SuperLink's HOST:PORT.")
+    ] = "127.0.0.1:8000",
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Flower: connect without TLS (localhost trials).")
+    ] = False,
+    root_certificates: Annotated[
+        Path | None,
+        typer.Option("--root-certificates", help="Flower: CA certificate of the SuperLink."),
+    ] = None,
+    min_nodes: Annotated[
+        int, typer.Option("--min-nodes", help="Flower: SuperNodes to wait for (60 s).")
+    ] = 1,
+    fit_timeout: Annotated[
+        float, typer.Option("--fit-timeout", help="Flower: seconds a round waits for replies.")
+    ] = 120.0,
     clients: Annotated[int, typer.Option("--clients", help="Simulated data holders.")] = 10,
     partition: Annotated[
         str, typer.Option("--partition", help="iid, dirichlet:ALPHA or quantity:ALPHA.")
@@ -667,7 +700,24 @@ def federate(
     """Simulate a federation over the CSV's rows and save the trained model and its history.
 
     Features are scaled (from public bounds, or standardized from the clients' summed
-    moments; no row leaves its client); the saved model is the whole pipeline."""
+    moments; no row leaves its client); the saved model is the whole pipeline. With --engine
+    flower the SuperNodes hold the data and the ServerApp writes the model where the SuperLink
+    runs (docs/federated.md)."""
+    if engine is Engine.FLOWER:
+        from fedge.federated.flower import run_on_superlink
+
+        code = run_on_superlink(superlink, {
+            "rounds": rounds, "model": model.value, "hidden": hidden, "strategy": strategy.value,
+            "fraction-fit": fraction, "epochs": epochs, "batch-size": batch_size,
+            "learning-rate": learning_rate or 0.0, "seed": seed,
+            "dp-epsilon": dp_epsilon or 0.0, "dp-delta": dp_delta, "dp-level": dp_level.value,
+            "dp-clip": dp_clip, "secure-aggregation": secure_aggregation or "",
+            "secure-clip": secure_clip, "min-nodes": min_nodes, "fit-timeout": fit_timeout,
+            "output-dir": str(output.resolve()),
+        }, insecure=insecure, root_certificates=root_certificates)
+        raise typer.Exit(code)
+    if data is None or label is None:
+        raise typer.BadParameter("the simulation needs --data and --label")
     from fedge.data import read_bounds, read_table
     from fedge.federated import (
         DifferentialPrivacy,

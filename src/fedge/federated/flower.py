@@ -73,6 +73,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 __all__ = [
+    "APP_DIR",
     "FlowerProtocolError",
     "FlowerTransport",
     "NodeInfo",
@@ -81,11 +82,13 @@ __all__ = [
     "content_to_instructions",
     "content_to_update",
     "instructions_to_content",
+    "run_on_superlink",
     "server_app",
     "server_from_run_config",
     "spec_from_json",
     "spec_to_json",
     "update_to_content",
+    "write_outputs",
 ]
 
 log = logging.getLogger("fedge.federated")
@@ -1001,3 +1004,58 @@ def _main(grid: Grid, context: Context) -> None:
     if str(cfg["output-dir"]).strip():
         out = write_outputs(server, str(cfg["output-dir"]))
         log.warning("fedge: wrote %s", out)
+
+
+# ------------------------------------------------------------------------------ launching a run
+APP_DIR = Path(__file__).with_name("flower_app")
+QUIET_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))  # a TOML basic string
+
+
+def run_on_superlink(
+    superlink: str,
+    run_config: Mapping[str, Any],
+    *,
+    insecure: bool = False,
+    root_certificates: str | Path | None = None,
+    flwr_home: str | Path | None = None,
+    timeout: float | None = None,
+) -> int:
+    """Submit fedge's Flower App to the SuperLink at ``superlink`` (``host:port`` of its
+    control API) with ``run_config`` and stream its logs until the run ends; the exit code of
+    ``flwr run``. The connection goes into ``$FLWR_HOME/config.toml`` (a new directory
+    unless ``flwr_home`` is given); telemetry and update checks are off."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    unknown = set(run_config) - set(RUN_CONFIG_DEFAULTS)
+    if unknown:
+        raise InvalidInputError(f"unknown run config keys {sorted(unknown)}")
+    home = Path(flwr_home) if flwr_home else Path(tempfile.mkdtemp(prefix="fedge-flwr-"))
+    home.mkdir(parents=True, exist_ok=True)
+    lines = ["[superlink]", 'default = "fedge"', "", "[superlink.fedge]",
+             f"address = {_toml_value(superlink)}"]
+    if insecure:
+        lines.append("insecure = true")
+    elif root_certificates is not None:
+        lines.append(f"root-certificates = {_toml_value(Path(root_certificates).resolve())}")
+    (home / "config.toml").write_text("\n".join(lines) + "\n")
+    overrides = home / "run_config.toml"
+    overrides.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in run_config.items()))
+    flwr = shutil.which("flwr", path=str(Path(sys.executable).parent)) or shutil.which("flwr")
+    if flwr is None:
+        raise InvalidInputError("the flwr command is not installed: pip install 'fedge[flower]'")
+    env = {**os.environ, **QUIET_ENV, "FLWR_HOME": str(home),
+           "PATH": f"{Path(flwr).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    command = [flwr, "run", str(APP_DIR), "fedge", "--stream", "--run-config", str(overrides)]
+    return subprocess.run(command, env=env, timeout=timeout, check=False).returncode

@@ -1,0 +1,1 @@
+"""fedge's Flower App: thin entry points into :mod:`fedge.federated.flower`."""
