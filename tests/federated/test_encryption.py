@@ -56,7 +56,11 @@ def other_paillier() -> PaillierAggregator:
 
 def test_imports_emit_no_warnings():
     code = "import tenseal, phe, fedge.federated.encryption"
-    subprocess.run([sys.executable, "-W", "error", "-c", code], check=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"Warning" not in done.stderr, done.stderr.decode()
 
 
 # --------------------------------------------------------------------------------- CKKS
