@@ -566,6 +566,7 @@ class FedModel(StrEnum):
     LOGREG = "logreg"
     LINEAR = "linear"
     MLP = "mlp"
+    HIST_GBDT = "hist-gbdt"  # federated histogram boosting (--engine flower)
 
 
 class FedStrategy(StrEnum):
@@ -640,6 +641,10 @@ def federate(
     ] = FedStrategy.FEDAVG,
     model: Annotated[FedModel, typer.Option("--model", help="What to train.")] = FedModel.LOGREG,
     hidden: Annotated[int, typer.Option("--hidden", help="MLP hidden units.")] = 16,
+    max_depth: Annotated[
+        int, typer.Option("--max-depth", help="hist-gbdt: tree depth (--rounds trees).")
+    ] = 3,
+    bins: Annotated[int, typer.Option("--bins", help="hist-gbdt: value bins per feature.")] = 255,
     fraction: Annotated[
         float, typer.Option("--fraction", help="Fraction of clients per round.")
     ] = 1.0,
@@ -713,11 +718,14 @@ def federate(
             "dp-epsilon": dp_epsilon or 0.0, "dp-delta": dp_delta, "dp-level": dp_level.value,
             "dp-clip": dp_clip, "secure-aggregation": secure_aggregation or "",
             "secure-clip": secure_clip, "min-nodes": min_nodes, "fit-timeout": fit_timeout,
-            "output-dir": str(output.resolve()),
+            "output-dir": str(output.resolve()), "max-depth": max_depth, "bins": bins,
         }, insecure=insecure, root_certificates=root_certificates)
         raise typer.Exit(code)
     if data is None or label is None:
         raise typer.BadParameter("the simulation needs --data and --label")
+    if model is FedModel.HIST_GBDT:
+        raise typer.BadParameter("--model hist-gbdt runs with --engine flower (in-process: "
+                                 "fedge.federated.FederatedHistGradientBoosting)")
     from fedge.data import read_bounds, read_table
     from fedge.federated import (
         DifferentialPrivacy,

@@ -2,8 +2,10 @@
 
 3 rounds of logistic regression through ``fedge federate --engine flower`` end with the model
 of the in-process run (same clients, same seeds); then one SuperNode is killed mid-run and
-the run still completes with the other two. Every process runs under a timeout and is
-killed at teardown. About 2.5 minutes (a Flower round costs ~12 s of polling)."""
+the run still completes with the other two; on the same SuperLink and SuperNodes, 2 trees of
+depth 2 of federated histogram boosting (``--model hist-gbdt``) equal the in-process run. Every
+process runs under a timeout and is killed at teardown. About 3.5 minutes (a Flower round
+costs ~12 s of polling)."""
 
 from __future__ import annotations
 
@@ -110,6 +112,38 @@ def test_flower_run_equals_in_process_run(cluster, tmp_path):
     for a, b in zip(got, server.global_parameters, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
     assert (tmp_path / "out" / "model.json").exists()
+
+
+def test_flower_hist_boosting_equals_in_process_run(cluster, tmp_path):
+    """2 trees of depth 2 boosted over the 3 SuperNodes (runs before the kill test: same
+    cluster): per tree one exchange per depth level, plus the leaves' totals."""
+    from fedge import load, save
+    from fedge.federated.flower_trees import histogram_client_from_node_config
+    from fedge.federated.trees_histogram import FederatedHistGradientBoosting
+
+    start = time.monotonic()
+    proc = _federate(cluster, tmp_path / "out", 2, "--model", "hist-gbdt", "--max-depth", "2",
+                     "--lr", "0.3", "--bins", "16")
+    try:
+        text = "".join(_lines(proc, start + 150))
+        assert proc.wait(30) == 0, text
+    finally:
+        _stop(proc)
+    assert "tree 2: 3 clients" in text, text
+    reference = FederatedHistGradientBoosting(
+        classes=[0, 1], n_estimators=2, max_depth=2, learning_rate=0.3, max_bins=16
+    ).fit([histogram_client_from_node_config(cfg) for cfg in cluster.configs])
+    save(reference.model_, tmp_path / "reference.json")
+    got, want = load(tmp_path / "out" / "model.json"), load(tmp_path / "reference.json")
+    ea, eb = got.steps[0], want.steps[0]
+    for key in ("feature", "threshold", "left", "right", "missing_left", "leaf_values",
+                "roots", "tree_offset", "base_score"):
+        np.testing.assert_array_equal(getattr(ea, key), getattr(eb, key), err_msg=key)
+    X = np.vstack([histogram_client_from_node_config(cfg).X for cfg in cluster.configs])
+    from fedge.ir import runtime
+
+    np.testing.assert_array_equal(runtime.predict_proba(got, X),
+                                  runtime.predict_proba(reference.model_, X))
 
 
 def test_a_supernode_killed_mid_run(cluster, tmp_path):

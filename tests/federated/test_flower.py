@@ -249,3 +249,71 @@ def test_secure_round_survives_a_node_lost_before_masking(tmp_path):
 def test_client_needs_its_node_config():
     with pytest.raises(Exception, match="data-file"):
         client_from_node_config({}, {})
+
+
+# ------------------------------------------------------------------ histogram boosting
+def _tree_arrays(model):
+    ensemble = model.steps[0]
+    keys = ("feature", "threshold", "left", "right", "missing_left", "leaf_values", "roots",
+            "tree_offset", "base_score")
+    return {k: np.asarray(getattr(ensemble, k)) for k in keys}
+
+
+def _hist_reference(configs: dict[int, dict], **params):
+    from fedge.federated.flower_trees import histogram_client_from_node_config
+    from fedge.federated.trees_histogram import FederatedHistGradientBoosting
+
+    clients = [histogram_client_from_node_config(cfg) for cfg in configs.values()]
+    return FederatedHistGradientBoosting(**params).fit(clients)
+
+
+def test_hist_boosting_over_messages_equals_the_in_process_run(tmp_path):
+    from fedge.federated.flower_trees import hist_gbdt_from_run_config, remote_clients
+
+    configs = _csvs(tmp_path)
+    run = {**RUN, "model": "hist-gbdt", "n-estimators": 2, "max-depth": 2,
+           "learning-rate": 0.3, "bins": 16}
+    grid = LocalGrid(configs, run)
+    transport = FlowerTransport(grid, timeout=5.0, poll_interval=0.0)
+    nodes = transport.discover(min_nodes=3)
+    booster = hist_gbdt_from_run_config(run, nodes)
+    booster.fit(remote_clients(transport, nodes))
+    # per node: sketch, label counts, then one request per depth level and tree
+    kinds = [k for k in grid.sent if k.startswith("query.fedge_hist")]
+    assert len(kinds) == 3 * (2 + 2 * 3)
+    assert all(r.participants == ("site_0", "site_1", "site_2") for r in booster.history_.rounds)
+    reference = _hist_reference(configs, classes=[0, 1], n_estimators=2, max_depth=2,
+                                learning_rate=0.3, max_bins=16)
+    got, want = _tree_arrays(booster.model_), _tree_arrays(reference.model_)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    assert booster.bin_edges_.equals(reference.bin_edges_)
+
+
+def test_hist_boosting_regression_and_a_lost_node(tmp_path):
+    from fedge.federated.flower_trees import FlowerHistGradientBoosting, remote_clients
+
+    configs = _csvs(tmp_path, n=3)
+    for cfg in configs.values():  # a float target: squared error (the exponent rides along)
+        path = Path(cfg["data-file"])
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join([lines[0]] + [ln[:-1] + "0.5" + ln[-1] for ln in lines[1:]]))
+    grid = LocalGrid(configs, RUN)
+    transport = FlowerTransport(grid, timeout=0.2, poll_interval=0.0)
+    nodes = transport.discover(min_nodes=3)
+    params = {"n_estimators": 2, "max_depth": 2, "max_bins": 8}
+    real_push = grid.push_messages
+
+    def push(messages):
+        messages = list(messages)
+        if sum("histograms" in m.metadata.message_type for m in messages) and \
+                grid.sent.count("query.fedge_hist_histograms") >= 12:
+            grid.dead.add(1002)  # lost in the middle of the second tree
+        return real_push(messages)
+
+    grid.push_messages = push
+    booster = FlowerHistGradientBoosting(**params).fit(remote_clients(transport, nodes))
+    rounds = booster.history_.rounds
+    assert rounds[0].participants == ("site_0", "site_1", "site_2")
+    assert rounds[1].participants == ("site_0", "site_1") and rounds[1].restarts == 1
+    assert "target_exponent" not in " ".join(grid.sent)  # fetched with the label counts

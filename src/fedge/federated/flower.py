@@ -82,6 +82,7 @@ __all__ = [
     "content_to_instructions",
     "content_to_update",
     "instructions_to_content",
+    "read_node_table",
     "run_on_superlink",
     "server_app",
     "server_from_run_config",
@@ -696,13 +697,10 @@ def _decode_unmask(content: RecordDict) -> Any:
 
 
 # ------------------------------------------------------------------------------------ the client
-def client_from_node_config(node_config: Mapping[str, Any], run_config: Mapping[str, Any]) -> Any:
-    """The :class:`FederatedClient` of a SuperNode: its CSV (``data-file``), target column
-    (``target``) and id (``client-id``, default the file's stem), trained with the run's
-    settings (``epochs``, ``batch-size``, ``learning-rate``, ``seed``)."""
+def read_node_table(node_config: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, str]:
+    """A SuperNode's rows: features and targets of its CSV (node config ``data-file``,
+    ``target``) and its client id (``client-id``, default the file's stem)."""
     from fedge.data import read_table
-    from fedge.federated.client import FederatedClient
-    from fedge.federated.training import TrainingConfig
 
     missing = [k for k in ("data-file", "target") if not node_config.get(k)]
     if missing:
@@ -712,7 +710,17 @@ def client_from_node_config(node_config: Mapping[str, Any], run_config: Mapping[
         )
     path = Path(str(node_config["data-file"])).expanduser()
     X, y, _ = read_table(path, label=str(node_config["target"]))
-    cid = str(node_config.get("client-id") or path.stem)
+    return X, y, str(node_config.get("client-id") or path.stem)
+
+
+def client_from_node_config(node_config: Mapping[str, Any], run_config: Mapping[str, Any]) -> Any:
+    """The :class:`FederatedClient` of a SuperNode: its CSV (``data-file``), target column
+    (``target``) and id (``client-id``, default the file's stem), trained with the run's
+    settings (``epochs``, ``batch-size``, ``learning-rate``, ``seed``)."""
+    from fedge.federated.client import FederatedClient
+    from fedge.federated.training import TrainingConfig
+
+    X, y, cid = read_node_table(node_config)
     rate = float(run_config.get("learning-rate", 0.0))
     training = TrainingConfig(
         epochs=int(run_config.get("epochs", 1)),
@@ -767,12 +775,12 @@ client_app = ClientApp()
 
 @client_app.query("fedge_hello")
 def _hello(message: Message, context: Context) -> Message:
-    client = client_from_node_config(context.node_config, context.run_config)
-    labels = np.unique(client.y).tolist() if client.y.dtype.kind != "f" else []
+    X, y, cid = read_node_table(context.node_config)  # rows may have NaN (trees take them)
+    labels = np.unique(y).tolist() if y.dtype.kind != "f" else []
     return Message(RecordDict({HELLO_REPLY: ConfigRecord({
-        "client_id": client.client_id,
-        "n_features": int(client.X.shape[1]),
-        "num_examples": client.num_examples,
+        "client_id": cid,
+        "n_features": int(X.shape[1]),
+        "num_examples": int(X.shape[0]),
         "labels": json.dumps(labels),
     })}), reply_to=message)
 
@@ -888,6 +896,9 @@ RUN_CONFIG_DEFAULTS: dict[str, Any] = {
     "node-wait": 60.0,
     "fit-timeout": 120.0,
     "output-dir": "",
+    "n-estimators": 0,
+    "max-depth": 3,
+    "bins": 255,
 }
 
 
@@ -992,6 +1003,11 @@ def _main(grid: Grid, context: Context) -> None:
     transport = FlowerTransport(grid, timeout=float(cfg["fit-timeout"]))
     nodes = transport.discover(min_nodes=int(cfg["min-nodes"]), wait=float(cfg["node-wait"]))
     log.warning("fedge: %d SuperNodes: %s", len(nodes), ", ".join(sorted(nodes)))
+    if str(cfg["model"]) == "hist-gbdt":
+        from fedge.federated.flower_trees import run_hist_gbdt
+
+        run_hist_gbdt(transport, cfg, nodes)
+        return
     server = server_from_run_config(cfg, nodes)
 
     def report(record: Any) -> None:
@@ -1059,3 +1075,7 @@ def run_on_superlink(
            "PATH": f"{Path(flwr).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     command = [flwr, "run", str(APP_DIR), "fedge", "--stream", "--run-config", str(overrides)]
     return subprocess.run(command, env=env, timeout=timeout, check=False).returncode
+
+
+# the ClientApp's histogram boosting messages (fedge.federated.flower_trees registers them)
+from fedge.federated import flower_trees as _flower_trees  # noqa: E402, F401
