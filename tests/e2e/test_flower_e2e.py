@@ -4,7 +4,7 @@
 of the in-process run (same clients, same seeds); then one SuperNode is killed mid-run and
 the run still completes with the other two; on the same SuperLink and SuperNodes, 2 trees of
 depth 2 of federated histogram boosting (``--model hist-gbdt``) equal the in-process run. Every
-process runs under a timeout and is killed at teardown. About 3.5 minutes (a Flower round
+process runs under a timeout and is killed at teardown. About 2 min 45 s (a Flower round
 costs ~12 s of polling)."""
 
 from __future__ import annotations
