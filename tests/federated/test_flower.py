@@ -317,3 +317,17 @@ def test_hist_boosting_regression_and_a_lost_node(tmp_path):
     assert rounds[0].participants == ("site_0", "site_1", "site_2")
     assert rounds[1].participants == ("site_0", "site_1") and rounds[1].restarts == 1
     assert "target_exponent" not in " ".join(grid.sent)  # fetched with the label counts
+
+
+def test_node_state_restores_only_secagg_types():
+    import os
+    import pickle
+
+    from fedge.federated.flower import _load_private
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    with pytest.raises(FlowerProtocolError, match="refusing to restore node state"):
+        _load_private(pickle.dumps(Evil()))

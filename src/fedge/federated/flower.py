@@ -758,16 +758,51 @@ def _dump_private(obj: Any) -> bytes:
     pickler = pickle.Pickler(buffer)
     pickler.dispatch_table = copyreg.dispatch_table.copy()
     pickler.dispatch_table[type(sample)] = lambda key: (
-        X25519PrivateKey.from_private_bytes,
+        _x25519_from_raw,
         (key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()),),
     )
     pickler.dump(obj)
     return buffer.getvalue()
 
 
+def _x25519_from_raw(raw: bytes) -> Any:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    return X25519PrivateKey.from_private_bytes(raw)
+
+
+# Exactly the types a SecAgg client's state is made of; anything else in the bytes is refused.
+_NODE_STATE_TYPES = frozenset({
+    ("fedge.federated.flower", "_x25519_from_raw"),
+    ("fedge.federated.secure_aggregation", "AdvertiseKeys"),
+    ("fedge.federated.secure_aggregation", "SecAggClient"),
+    ("fedge.federated.secure_aggregation", "SecAggConfig"),
+    ("fedge.federated.secure_aggregation", "Stage"),
+    ("fedge.federated.shamir", "Share"),
+    ("numpy", "dtype"),
+    ("numpy", "ndarray"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "_reconstruct"),
+})
+
+
+class _NodeStateUnpickler(pickle.Unpickler):
+    """Restores only the types of a SecAgg client's state, so even a node state that someone
+    tampered with cannot name any other class or function (no code runs from it)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _NODE_STATE_TYPES:
+            raise FlowerProtocolError(
+                f"refusing to restore node state: it names {module}.{name}, which a SecAgg "
+                "client's state never holds"
+            )
+        return super().find_class(module, name)
+
+
 def _load_private(data: bytes) -> Any:
-    # Only ever this node's own bytes: they are written and read inside the SuperNode.
-    return pickle.loads(data)
+    # This node's own bytes (written and read inside the SuperNode), restored with a
+    # restricted unpickler all the same.
+    return _NodeStateUnpickler(io.BytesIO(data)).load()
 
 
 client_app = ClientApp()
