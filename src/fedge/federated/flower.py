@@ -41,7 +41,6 @@ import json
 import logging
 import math
 import pickle
-import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -52,7 +51,7 @@ import numpy as np
 
 from fedge.errors import FedgeError, InvalidInputError, SecureAggregationError
 from fedge.federated.messages import ClientUpdate, FitInstructions, Parameters
-from fedge.federated.secure import SecureResult, SecureSession
+from fedge.federated.secure import SecureResult, SecureSession, masked_config
 from fedge.federated.training import ModelKind, ModelSpec
 from fedge.federated.transport import PUBLIC_REPORT, FitOutcome, SecureOutcome
 
@@ -529,24 +528,10 @@ def _node_info(node_id: int, reply: Message) -> NodeInfo:
 # ------------------------------------------------------------------------------- SecAgg messages
 def _secagg_config(session: SecureSession, n: int, length: int) -> Any:
     """The round's public protocol parameters, as ``fedge.federated.secure`` sets them."""
-    from fedge.federated.secure_aggregation import SecAggConfig
-
-    secure = session.secure
-    config = SecAggConfig(
-        threshold=secure.threshold_for(max(n, 2)),
-        vector_length=length,
-        neighbours=secure.degree(n),
-        scale_bits=session.scale_bits,
-        bound=secure.bound,
-        round_id=session.round_id,
-        round_seed=secrets.token_bytes(32),
+    return masked_config(
+        session.secure, n, length, round_id=session.round_id, scale_bits=session.scale_bits,
+        noise_bound=session.noise_bound_int if session.noise_sigma > 0 else 0,
     )
-    noise = session.noise_bound_int if session.noise_sigma > 0 else 0
-    if not config.overflow_ok(n, noise_bound=noise):
-        raise SecureAggregationError(
-            f"{n} clients at {session.scale_bits} fixed-point bits could overflow the ring"
-        )
-    return config
 
 
 def _secure_protocol_config(session: SecureSession, config: Any) -> ConfigRecord:
@@ -845,10 +830,8 @@ def _fit(message: Message, context: Context) -> Message:
     session = SecureSession(
         secure, instructions.parameters, round_id=instructions.round,
         selected=int(record["selected"]), uniform_weight=bool(record["uniform_weight"]),
+        noise_sigma=float(record["noise_sigma"]), scale_bits=int(record["scale_bits"]),
     )
-    session.noise_sigma = float(record["noise_sigma"])
-    session.scale_bits = int(record["scale_bits"])
-    session.noise_bound_float = 12.0 * session.noise_sigma
     rng = client_rng(client.random_state, instructions.round, client.client_id + "/protect")
     vector = session.client_vector(update, rng)
     protocol = SecAggClient(client.client_id, config)

@@ -41,7 +41,9 @@ __all__ = [
     "SecureAggregation",
     "SecureResult",
     "SecureSession",
+    "fixed_point_bits",
     "make_encryption",
+    "masked_config",
     "protect_update",
     "secure_round",
     "unpack_sum",
@@ -187,16 +189,47 @@ def secure_round(
 
 
 def fixed_point_bits(secure: SecureAggregation, n_clients: int, noise_bound: float = 0.0) -> int:
-    """The most fixed-point bits for which ``n_clients`` vectors (plus noise) cannot overflow."""
+    """The most fixed-point bits (at most 40) for which ``n_clients`` vectors, each coordinate
+    within ``secure.bound`` plus ``noise_bound`` (parameter units), cannot overflow the ring:
+    ``n (B + noise + 1) 2^f <= 2^63 - 1``, with one bit of margin for rounding."""
     if secure.scale_bits is not None:
         return secure.scale_bits
-    # n (B 2^f + 1 + noise) <= 2^63 - 1, with a bit of margin for the rounding terms
-    headroom = (2.0**63 - 1) / n_clients - 2.0 - noise_bound
-    if headroom <= secure.bound:
+    room = (2.0**63 - 1) / n_clients / (secure.bound + noise_bound + 1.0)
+    if room < 2.0:
         raise SecureAggregationError(
             f"{n_clients} clients with bound {secure.bound:g} overflow the 64-bit ring"
         )
-    return max(0, min(40, math.floor(math.log2(headroom / secure.bound)) - 1))
+    return max(0, min(40, math.floor(math.log2(room)) - 1))
+
+
+def masked_config(
+    secure: SecureAggregation,
+    n_clients: int,
+    vector_length: int,
+    *,
+    round_id: int,
+    scale_bits: int,
+    noise_bound: int = 0,
+) -> Any:
+    """The public parameters of one SecAgg/SecAgg+ round (a fresh round seed each time), or a
+    SecureAggregationError when ``n_clients`` encodings plus noise could overflow the ring."""
+    from fedge.federated.secure_aggregation import SecAggConfig
+
+    config = SecAggConfig(
+        threshold=secure.threshold_for(max(n_clients, 2)),
+        vector_length=vector_length,
+        neighbours=secure.degree(n_clients),
+        scale_bits=scale_bits,
+        bound=secure.bound,
+        round_id=round_id,
+        round_seed=secrets.token_bytes(32),
+    )
+    if not config.overflow_ok(n_clients, noise_bound=noise_bound):
+        raise SecureAggregationError(
+            f"{n_clients} clients at {scale_bits} fixed-point bits could overflow the ring; "
+            "lower scale_bits or clip_norm"
+        )
+    return config
 
 
 def _masked_sum(
@@ -210,25 +243,14 @@ def _masked_sum(
     scale_bits: int | None,
     noise_bound: int,
 ) -> tuple[np.ndarray, tuple[str, ...], dict[str, float]]:
-    from fedge.federated.secure_aggregation import SecAggConfig, secure_sum
+    from fedge.federated.secure_aggregation import secure_sum
 
     n = len(vectors)
-    length = len(next(iter(vectors.values())))
     bits = scale_bits if scale_bits is not None else fixed_point_bits(secure, n)
-    config = SecAggConfig(
-        threshold=secure.threshold_for(max(n, 2)),
-        vector_length=length,
-        neighbours=secure.degree(n),
-        scale_bits=bits,
-        bound=secure.bound,
-        round_id=round_id,
-        round_seed=secrets.token_bytes(32),
+    config = masked_config(
+        secure, n, len(next(iter(vectors.values()))), round_id=round_id, scale_bits=bits,
+        noise_bound=noise_bound,
     )
-    if not config.overflow_ok(n, noise_bound=noise_bound):
-        raise SecureAggregationError(
-            f"{n} clients at {bits} fixed-point bits could overflow the ring; lower "
-            "scale_bits or clip_norm"
-        )
     result = secure_sum(vectors, config, drop=drops, encoded=encoded)
     return result.sum, tuple(result.survivors), dict(result.timings)
 
@@ -311,6 +333,7 @@ class SecureSession:
         noise_sigma: float = 0.0,
         uniform_weight: bool = False,
         encryption: Any = None,
+        scale_bits: int | None = None,
     ) -> None:
         self.secure = secure
         self.encryption = encryption
@@ -320,14 +343,17 @@ class SecureSession:
         self.noise_sigma = noise_sigma
         self.uniform_weight = uniform_weight
         self.min_survivors = 1  # the server raises it to the threshold the noise is sized for
-        # Integer noise beyond 12 sigma has probability < 1e-32 per coordinate: the overflow
-        # argument budgets for it.
-        self.noise_bound_float = 12.0 * noise_sigma
-        self.scale_bits = (
-            fixed_point_bits(secure, max(selected, 1), self.noise_bound_float * 0)
-            if not secure.masking
-            else _bits_with_noise(secure, max(selected, 1), self.noise_bound_float)
-        )
+        if scale_bits is None:  # only masking adds integer noise to the encoding
+            noise = self.noise_bound_float if secure.masking else 0.0
+            scale_bits = fixed_point_bits(secure, max(selected, 1), noise)
+        self.scale_bits = scale_bits
+
+    @property
+    def noise_bound_float(self) -> float:
+        """The largest noise a client adds to a coordinate, in parameter units: integer noise
+        beyond 12 sigma has probability < 1e-32 per coordinate (it is clipped there), and the
+        overflow argument budgets for it."""
+        return 12.0 * self.noise_sigma
 
     @property
     def integer_sigma(self) -> float:
@@ -365,10 +391,3 @@ class SecureSession:
             noise_bound=self.noise_bound_int if self.noise_sigma > 0 else 0,
             encryption=self.encryption,
         )
-
-
-def _bits_with_noise(secure: SecureAggregation, n: int, noise_bound: float) -> int:
-    if secure.scale_bits is not None:
-        return secure.scale_bits
-    per_client = secure.bound + noise_bound + 1.0
-    return max(0, min(40, math.floor(math.log2((2.0**63 - 1) / n / per_client)) - 1))
