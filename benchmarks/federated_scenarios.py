@@ -64,15 +64,12 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402 (after the thread settings above)
 import cProfile  # noqa: E402
-import hashlib  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
 import pstats  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -104,8 +101,8 @@ from fedge.federated import (  # noqa: E402
     simulate,
 )
 from fedge.federated.training import init_parameters, train  # noqa: E402
+from provenance import ROOT, json_default, provenance  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results" / "federated_scenarios.json"
 TEST_FRACTION = 0.2
 DELTA = 1e-5
@@ -626,31 +623,6 @@ def targets_table(targets: dict[str, Any], console: Console) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- main
-def provenance() -> dict[str, Any]:
-    """Which code was measured: the commit, and a hash of the federated sources as they
-    were on disk (they may differ from the commit)."""
-    def git(*args: str) -> str | None:
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-
-    digest = hashlib.sha256()
-    for path in sorted((ROOT / "src" / "fedge" / "federated").glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
-    dirty = git("status", "--porcelain", "--", "src/fedge/federated")
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "federated_sources_sha256": digest.hexdigest(),
-        "federated_sources_modified_since_commit": bool(dirty),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "threads": os.environ.get("OMP_NUM_THREADS"),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -723,7 +695,7 @@ def main() -> None:
                           "attacks": [list(a) for a in ATTACKS],
                           "strategies": robust_strategies()},
         },
-        "provenance": provenance(),
+        "provenance": provenance(sorted((ROOT / "src" / "fedge" / "federated").glob("*.py"))),
         "scenario_rows": rows,
         "scenario_summary": summary,
         "targets": targets,
@@ -731,16 +703,8 @@ def main() -> None:
         "total_seconds": total,
     }
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=1, default=_json_default) + "\n")
+    output.write_text(json.dumps(report, indent=1, default=json_default) + "\n")
     console.print(f"wrote {output}")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 if __name__ == "__main__":

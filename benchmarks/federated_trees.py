@@ -63,12 +63,9 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402 (after the thread settings above)
-import hashlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -93,7 +90,6 @@ from fedge.federated import partition  # noqa: E402
 from fedge.federated.trees import FederatedHistGradientBoosting, federated_bagging  # noqa: E402
 from fedge.ir import models_equal  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results" / "federated_trees.json"
 TEST_FRACTION = 0.2
 N_CLIENTS = 10
@@ -105,6 +101,8 @@ BOOSTING = dict(
     n_estimators=100, max_depth=4, learning_rate=0.1, reg_lambda=1.0, min_child_weight=1.0,
     gamma=0.0, min_samples_leaf=1, max_bins=255,
 )
+from provenance import ROOT, json_default, provenance  # noqa: E402
+
 GRID_SIZE = 4096
 FOREST_TREES = 20  # per client; the pooled reference forest has N_CLIENTS times as many
 FOREST_LEAF = 2
@@ -493,31 +491,6 @@ def timing_table(summary: dict[str, Any], datasets: list[Dataset], console: Cons
 
 
 # --------------------------------------------------------------------------- main
-def provenance() -> dict[str, Any]:
-    def git(*args: str) -> str | None:
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-
-    digest = hashlib.sha256()
-    for path in sorted((ROOT / "src" / "fedge" / "federated").glob("trees*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
-    dirty = git("status", "--porcelain", "--", "src/fedge/federated")
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "trees_sources_sha256": digest.hexdigest(),
-        "federated_sources_modified_since_commit": bool(dirty),
-        "python": platform.python_version(),
-        "xgboost": xgboost.__version__,
-        "lightgbm": lightgbm.__version__,
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "threads": os.environ.get("OMP_NUM_THREADS"),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -576,23 +549,16 @@ def main() -> None:
                                    "public_bounds": ds.bounds_note,
                                    "secure_timed": ds.secure} for ds in datasets},
         },
-        "provenance": provenance(),
+        "provenance": provenance(sorted((ROOT / "src" / "fedge" / "federated").glob("trees*.py")),
+                                  ("xgboost", "lightgbm")),
         "rows": rows,
         "summary": summary,
         "verdicts": verdicts,
         "total_seconds": total,
     }
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=1, default=_json_default) + "\n")
+    output.write_text(json.dumps(report, indent=1, default=json_default) + "\n")
     console.print(f"wrote {output}")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 if __name__ == "__main__":

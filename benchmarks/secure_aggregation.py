@@ -56,16 +56,13 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402 (after the thread settings above)
-import hashlib  # noqa: E402
 import importlib.metadata  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import multiprocessing as mp  # noqa: E402
-import platform  # noqa: E402
 import queue as queue_module  # noqa: E402
 import secrets  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -76,8 +73,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from fedge.federated.secure_aggregation import SecAggConfig, secure_sum  # noqa: E402
+from provenance import ROOT, provenance  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results" / "secure_aggregation.json"
 LENGTH = 100_000
 CLIENTS = (10, 50, 100)
@@ -565,37 +562,6 @@ def report(rows: list[dict[str, Any]], ckks: dict[str, Any], console: Console) -
     return verdicts
 
 
-def provenance() -> dict[str, Any]:
-    def git(*args: str) -> str | None:
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-
-    digest = hashlib.sha256()
-    for name in ("secure_aggregation.py", "shamir.py", "encryption.py"):
-        path = ROOT / "src" / "fedge" / "federated" / name
-        digest.update(name.encode() + path.read_bytes())
-    versions = {}
-    for package in ("flwr", "cryptography", "pycryptodome", "tenseal", "numpy"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
-    dirty = git("status", "--porcelain", "--", "src/fedge/federated")
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "secure_sources_sha256": digest.hexdigest(),
-        "federated_sources_modified_since_commit": bool(dirty),
-        "versions": versions,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "threads": os.environ.get("OMP_NUM_THREADS"),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="~1-2 minute smoke run")
@@ -661,7 +627,11 @@ def main() -> None:
             "targets": TARGETS,
             "stages": dict(zip(STAGES, FLOWER_STAGES, strict=True)),
         },
-        "provenance": provenance(),
+        "provenance": provenance(
+            [ROOT / "src" / "fedge" / "federated" / n
+             for n in ("secure_aggregation.py", "shamir.py", "encryption.py")],
+            ("flwr", "cryptography", "pycryptodome", "tenseal", "numpy"),
+        ),
         "rows": rows,
         "ckks": ckks,
         "verdicts": verdicts,
