@@ -8,12 +8,14 @@ STAMP := $(VENV)/.installed
 # needs, as path:package pairs. Installed with apt-get when missing and we are root;
 # elsewhere the tests that need them say what to install. Device targets (issue 8):
 # Cortex-M under qemu-system-arm, aarch64 under qemu-user, AVR under simavr, RV32 under
-# qemu-system-riscv32 (qemu-system-misc).
+# qemu-system-riscv32 (qemu-system-misc). Chromium renders the report in its browser test and
+# exports figures through kaleido (issue 12).
 DEB_TOOLS := gcc:gcc g++:g++ size:binutils \
 	arm-none-eabi-gcc:gcc-arm-none-eabi qemu-system-arm:qemu-system-arm \
 	aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu qemu-aarch64:qemu-user \
 	avr-gcc:gcc-avr simavr:simavr \
-	riscv64-unknown-elf-gcc:gcc-riscv64-unknown-elf qemu-system-riscv32:qemu-system-misc
+	riscv64-unknown-elf-gcc:gcc-riscv64-unknown-elf qemu-system-riscv32:qemu-system-misc \
+	chromium:chromium
 DEB_FILES := /usr/lib/arm-none-eabi/newlib/libm.a:libnewlib-arm-none-eabi \
 	/usr/lib/avr/include/avr/io.h:avr-libc \
 	/usr/include/simavr/sim_avr.h:libsimavr-dev \
