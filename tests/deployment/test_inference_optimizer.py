@@ -98,6 +98,11 @@ def test_benchmark_reports_every_figure(forest):
         assert 0 < report.p50_us <= report.p95_us <= report.p99_us
         assert report.batch_rows_per_s > 0 and report.model_bytes > 0
         assert report.cache_hit_rate == pytest.approx(0.5)
+        # the percentiles are those of the raw samples the report carries
+        assert len(report.latencies_us) == min(500, len(X))
+        assert report.p50_us == pytest.approx(float(np.percentile(report.latencies_us, 50)))
+        assert "latencies_us" not in report.as_dict()
+        assert report.as_dict(samples=True)["latencies_us"] == list(report.latencies_us)
 
 
 def test_a_bad_row_fails_only_its_own_request(forest):

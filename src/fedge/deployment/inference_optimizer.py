@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,9 +50,17 @@ class BackendReport:
     cache_hit_rate: float  # over the benchmark's repeated rows
     peak_rss_mb: float
     model_bytes: int
+    # every timed single-row call, microseconds, in call order (latency distributions)
+    latencies_us: tuple[float, ...] = field(default=(), repr=False)
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def as_dict(self, *, samples: bool = False) -> dict[str, Any]:
+        """The report as plain data; the raw latencies only with ``samples=True``."""
+        out = asdict(self)
+        if samples:
+            out["latencies_us"] = list(self.latencies_us)
+        else:
+            del out["latencies_us"]
+        return out
 
 
 class _LRUCache:
@@ -370,6 +378,7 @@ class InferenceOptimizer:
             cache_hit_rate=self.cache.hit_rate if self.cache is not None else 0.0,
             peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
             model_bytes=self._model_bytes(lite_bytes),
+            latencies_us=tuple(float(t) for t in times * 1e6),
         )
 
     def _model_bytes(self, lite_bytes: Callable[[Model], int]) -> int:
