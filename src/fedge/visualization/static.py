@@ -618,7 +618,7 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: float = 300) -> Path:
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in SAVE_METADATA:
         raise InvalidInputError(
-            f"cannot save a figure as {out.suffix or 'a file without suffix'!r}: "
+            f"cannot save a figure as {out.name!r} (suffix {out.suffix or 'missing'}): "
             "use a .png, .svg or .pdf path"
         )
     if not (isinstance(dpi, (int, float)) and math.isfinite(dpi) and dpi > 0):
