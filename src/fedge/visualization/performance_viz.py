@@ -571,7 +571,8 @@ def federated_rounds_figure(
             row=1, col=1, secondary_y=True,
         )
         fig.update_yaxes(title_text="epsilon (ε) spent", row=1, col=1, secondary_y=True,
-                         rangemode="tozero", showgrid=False)
+                         range=[0, 1.05 * float(np.nanmax(data.epsilon))], tickmode="auto",
+                         showgrid=False)
     for name, col in PARTICIPATION:
         fig.add_trace(
             go.Bar(
@@ -584,7 +585,8 @@ def federated_rounds_figure(
                      secondary_y=False)
     fig.update_yaxes(title_text="clients", row=2, col=1)
     fig.update_xaxes(title_text="round", row=2, col=1, dtick=1 if len(data.rounds) <= 20 else None)
-    fig.update_layout(barmode="stack", hovermode="x unified")
+    fig.update_layout(barmode="stack", hovermode="x unified",
+                      legend={"x": 1.08, "xanchor": "left", "y": 1.0, "yanchor": "top"})
     return _title(fig, title)
 
 
