@@ -247,8 +247,8 @@ def test_pca_coordinates_equal_sklearn(iris):
         got = np.column_stack([trace.x, trace.y, trace.z])
         np.testing.assert_allclose(got, coords[rows], rtol=1e-10, atol=1e-12)
     ratio = 100 * pca.explained_variance_ratio_[0]
-    assert fig.layout.scene.xaxis.title.text.startswith(f"PC1 ({ratio:.1f}% var.")
-    assert "petal length (cm)" in fig.layout.scene.xaxis.title.text
+    assert fig.layout.scene.xaxis.title.text == f"PC1 ({ratio:.1f}%)"
+    assert "PC1 ~ petal length (cm)" in fig.layout.title.text
 
 
 def test_pca_without_labels_is_one_trace(iris):

@@ -508,7 +508,8 @@ def pca_scatter_3d_figure(
     -------
     plotly.graph_objects.Figure
         :class:`~plotly.graph_objects.Scatter3d` traces holding ``PCA(3).fit_transform(X)``;
-        axis titles give each component's explained variance.
+        axis titles give each component's explained variance (``PC1 (42.0%)``), the subtitle
+        the feature loading most on each.
 
     Raises
     ------
@@ -534,11 +535,12 @@ def pca_scatter_3d_figure(
         check_same_length("PCA scatter (X vs y)", X=data, y=labels)
     pca = PCA(n_components=3, random_state=random_state)
     coords = pca.fit_transform(data)
-    axes = []
+    axes, loads = [], []
     for k in range(3):
         top = names[int(np.argmax(np.abs(pca.components_[k])))]
         ratio = 100.0 * float(pca.explained_variance_ratio_[k])
-        axes.append(f"PC{k + 1} ({ratio:.1f}% var., mostly {top})")
+        axes.append(f"PC{k + 1} ({ratio:.1f}%)")
+        loads.append(f"PC{k + 1} ~ {html.escape(top)}")
     fig = go.Figure()
     groups = (
         [("samples", np.arange(n))]
@@ -561,9 +563,11 @@ def pca_scatter_3d_figure(
                 ),
             )
         )
+    total = 100.0 * float(pca.explained_variance_ratio_.sum())
+    subtitle = f"{total:.1f}% of the variance; mostly: {', '.join(loads)}"
     return _layout(
         fig,
-        title,
+        f"{title}<br><sup>{subtitle}</sup>",
         scene={
             "xaxis": {"title": {"text": axes[0]}},
             "yaxis": {"title": {"text": axes[1]}},
@@ -648,7 +652,6 @@ def feature_importance_figure(
         title,
         xaxis_title=axis_title,
         yaxis={"type": "category"},
-        height=max(300, 40 + 22 * len(shown)),
     )
 
 

@@ -53,6 +53,7 @@ def _model(model: Any) -> Model:
 
 
 def _layout(fig: Any, title: str, **kwargs: Any) -> Any:
+    fig.update_annotations(font_size=12)  # subplot titles
     fig.update_layout(
         title={"text": title},
         template="plotly_white",
@@ -336,7 +337,6 @@ def weight_distribution_figure(
     """
     from plotly.subplots import make_subplots
 
-    require_plotly()
     go = require_plotly()
     if isinstance(bins, bool) or not isinstance(bins, int | np.integer) or bins < 1:
         raise InvalidInputError(f"bins must be a positive integer, got {bins!r}")
@@ -377,7 +377,13 @@ def weight_distribution_figure(
             )
         fig.update_xaxes(title_text="value", row=1, col=col)
         fig.update_yaxes(title_text="count", row=1, col=col)
-    return _layout(fig, title, barmode="overlay", bargap=0.02)
+    return _layout(
+        fig,
+        title,
+        barmode="overlay",
+        bargap=0.02,
+        legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0},
+    )
 
 
 # --------------------------------------------------------------------------- parameters
@@ -409,8 +415,8 @@ def parameter_analysis_figure(model: Any, title: str = "Parameters per step") ->
         rows=1,
         cols=2,
         subplot_titles=(
-            f"parameters (total {sum(params):,})",
-            f"bytes in the IR (total {sum(sizes):,})",
+            f"parameters<br>(total {sum(params):,})",
+            f"bytes in the IR<br>(total {sum(sizes):,})",
         ),
     )
     fig.add_trace(
@@ -528,7 +534,7 @@ def mlp_layers_figure(model: Any, title: str = "MLP layers") -> Any:
         row=2,
         col=1,
     )
-    return _layout(fig, title, height=650)
+    return _layout(fig, title)
 
 
 # --------------------------------------------------------------------------- trees
@@ -623,9 +629,9 @@ def tree_structure_figure(
         rows=1,
         cols=3,
         subplot_titles=(
-            f"leaves by depth (max depth {trees.max_depth})",
-            f"leaves per tree ({trees.n_trees} trees)",
-            f"split thresholds by feature ({trees.n_nodes} splits)",
+            f"leaves by depth<br>(max depth {trees.max_depth})",
+            f"leaves per tree<br>({trees.n_trees} trees)",
+            f"thresholds by feature<br>({trees.n_nodes} splits)",
         ),
     )
     fig.add_trace(
@@ -672,7 +678,12 @@ def tree_structure_figure(
     fig.update_xaxes(title_text="threshold", row=1, col=3)
     fig.update_yaxes(title_text="leaves", row=1, col=1)
     fig.update_yaxes(title_text="splits", row=1, col=3)
-    return _layout(fig, title, barmode="overlay")
+    return _layout(
+        fig,
+        title,
+        barmode="overlay",
+        legend={"orientation": "h", "yanchor": "top", "y": -0.18, "x": 0},
+    )
 
 
 # --------------------------------------------------------------------------- compression
@@ -725,7 +736,7 @@ def compression_comparison_figure(
     titles = []
     for k in keys:
         a, b = stats[0][k], stats[1][k]
-        change = f" ({b / a:.2f}x)" if a else ""
+        change = f"<br>({b / a:.2f}x)" if a else ""
         titles.append(f"{k}{change}")
     fig = make_subplots(rows=1, cols=len(keys), subplot_titles=titles)
     for col, k in enumerate(keys, start=1):
