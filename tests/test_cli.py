@@ -87,11 +87,17 @@ def test_demo_verifies_every_model(tmp_path, capsys) -> None:
     code, out, _ = run(capsys, "demo", "--out", str(tmp_path), "--json")
     assert code == 0
     rows = json.loads(out)
-    assert len(rows) == 6
+    assert len(rows) == 7
     federated = [r for r in rows if r["privacy"]]
-    assert [r["name"] for r in federated] == ["federated logreg (10 hospitals)"]
+    assert [r["name"] for r in federated] == [
+        "federated logreg (10 hospitals)", "federated boosting (10 hospitals)"
+    ]
     assert "epsilon 1.000" in federated[0]["privacy"]
-    assert "SecAgg+" in federated[0]["privacy"]
+    assert all("SecAgg+" in r["privacy"] for r in federated)
+    # the boosted trees federated over the hospitals go through compression and every export
+    boosted = federated[1]
+    assert boosted["accuracy"] > 0.9 and boosted["compressed_bytes"] < boosted["fedge_bytes"]
+    assert (tmp_path / "report.html").is_file() and (tmp_path / "demo.json").is_file()
     history = json.loads((tmp_path / "federated_history.json").read_text())
     assert history["rounds"][-1]["epsilon"] <= 1.0
     for row in rows:
@@ -107,7 +113,7 @@ def test_demo_verifies_every_model(tmp_path, capsys) -> None:
         # every demo model is verified on onnxruntime, the LiteRT interpreter and the Core ML
         # spec reader (a refusal would be a clear error, but none of these models needs one)
         assert row["exports"] == {f: "verified" for f in ("onnx", "tflite", "coreml")}, row
-    assert sorted(p.suffix for p in tmp_path.iterdir()).count(".fedge") == 12
+    assert sorted(p.suffix for p in tmp_path.iterdir()).count(".fedge") == 14
     packaged = [r["package"] for r in rows if r["package"]]
     assert len(packaged) == 1 and packaged[0]["predictions_identical"]
     assert packaged[0]["backend"] == "compiled" and packaged[0]["p50_us"] > 0

@@ -828,7 +828,7 @@ def demo(
 ) -> None:
     """Train, lower, save, reload and verify models on breast-cancer data, then deploy the
     compressed forest to every device target."""
-    from fedge.demo import run_demo
+    from fedge.demo import FEDERATED, run_demo
 
     with Progress(
         SpinnerColumn(),
@@ -913,8 +913,11 @@ def demo(
             )
     for r in rows:
         if r.privacy:
-            console.print(f"{r.name}: {r.privacy}; history in {out}/federated_history.json")
+            history = f"; history in {out}/federated_history.json" if r.name == FEDERATED else ""
+            console.print(f"{r.name}: {r.privacy}{history}")
     console.print(f"artifacts in {out}/")
+    if (out / "report.html").is_file():
+        console.print(f"report: {out / 'report.html'}")
 
 
 def _print_exports(rows: list[Any]) -> None:
@@ -997,6 +1000,9 @@ def _register_more() -> None:
     from fedge.cli_package import register
 
     register(app)  # package, verify, bench
+    from fedge.cli_report import register as register_report
+
+    register_report(app)  # report
 
 
 _register_more()
