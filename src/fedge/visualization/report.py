@@ -204,7 +204,8 @@ def _compression_section(demo: Mapping[str, Any]) -> Section:
     body = (
         '<p class="note">Every compression chain the search tried on '
         f"{html.escape(comp['model'])}, scored ({html.escape(comp['metric'])}) on half of "
-        f"{comp['rows']} held-out rows the model never trained on; budget: at most {100 * comp['max_drop']:.1f} points lost. "
+        f"{comp['rows']} held-out rows the model never trained on; budget: at most "
+        f"{100 * comp['max_drop']:.1f} points lost. "
         f"Chosen: <b>{html.escape(best['passes'])}</b>, {best['bytes']:,} bytes "
         f"({baseline['bytes'] / best['bytes']:.1f}x smaller than {baseline['bytes']:,}).</p>"
         + _table(
