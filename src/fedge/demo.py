@@ -5,12 +5,12 @@ differential privacy and a boosted tree model federated over the same hospitals,
 through secure aggregation), lowers them to the IR, saves and reloads lite files, and
 measures what each step costs: parity with the source model, bytes, the compiled C and a
 quantized copy. Then it deploys one compressed model (the int8 random forest) to every
-device target: on each runnable target the firmware runs a few held-out rows in its emulator and every output is
-compared with the numpy runtime bit for bit; every target reports the model's flash, RAM,
-stack and whether it fits. A target whose tools are missing is marked so, not a failure.
-The compression search's candidates (the random forest) and the int8 forest's single-row
-latencies per backend complete the record: everything goes to ``out/demo.json`` and the story
-of the run to ``out/report.html`` (``fedge report``).
+device target: on each runnable target the firmware runs a few held-out rows in its
+emulator and every output is compared with the numpy runtime bit for bit; every target
+reports the model's flash, RAM, stack and whether it fits. A target whose tools are missing
+is marked so, not a failure. The compression search's candidates (the random forest) and
+the int8 forest's single-row latencies per backend complete the record: everything goes to
+``out/demo.json`` and the story of the run to ``out/report.html`` (``fedge report``).
 """
 
 from __future__ import annotations

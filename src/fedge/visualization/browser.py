@@ -9,7 +9,6 @@ collecting console and page errors on the way.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +16,9 @@ from typing import Any
 
 from fedge.errors import ToolchainError
 from fedge.visualization._html import FIGURE_CLASS
+from fedge.visualization.export import browser_path
 
-__all__ = ["BrowserCheck", "chromium_path", "open_page"]
+__all__ = ["BrowserCheck", "open_page"]
 
 CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-background-networking")
 
@@ -42,18 +42,6 @@ class BrowserCheck:
             and not self.console_errors
             and not self.page_errors
         )
-
-
-def chromium_path() -> str:
-    """The system Chromium, or a :class:`ToolchainError` naming the Debian package."""
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    raise ToolchainError(
-        "no Chromium found on PATH: install the Debian package 'chromium' "
-        "(apt-get install chromium)"
-    )
 
 
 def open_page(
@@ -93,7 +81,7 @@ def open_page(
     page_errors: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(
-            executable_path=chromium_path(), args=list(CHROMIUM_ARGS), timeout=timeout_s * 1000
+            executable_path=browser_path(), args=list(CHROMIUM_ARGS), timeout=timeout_s * 1000
         )
         try:
             page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
