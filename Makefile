@@ -21,11 +21,16 @@ DEB_FILES := /usr/lib/arm-none-eabi/newlib/libm.a:libnewlib-arm-none-eabi \
 	/usr/include/simavr/sim_avr.h:libsimavr-dev \
 	/usr/lib/picolibc/riscv64-unknown-elf/picolibc.specs:picolibc-riscv64-unknown-elf
 
-.PHONY: test demo bench lint system-deps install clean
+.PHONY: test e2e-long demo bench lint system-deps install clean
 
 test: install system-deps
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+# Tests too long for every CI run (marked `long`): secure histogram boosting on a real
+# Flower SuperLink (~3 min).
+e2e-long: install system-deps
+	$(BIN)/python -m pytest -m long -p no:cacheprovider
 
 demo: install system-deps
 	$(BIN)/fedge demo --out demo-out

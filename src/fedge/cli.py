@@ -26,7 +26,7 @@ from rich.progress import (
 from rich.table import Table
 
 from fedge._version import __version__
-from fedge.errors import FedgeError
+from fedge.errors import FedgeError, InvalidInputError
 from fedge.io import load, save
 from fedge.ir import lower
 from fedge.ir.inspect import describe
@@ -567,6 +567,7 @@ class FedModel(StrEnum):
     LINEAR = "linear"
     MLP = "mlp"
     HIST_GBDT = "hist-gbdt"  # federated histogram boosting (--engine flower)
+    BAGGING = "bagging"  # each node's forest, joined by the server (--engine flower)
 
 
 class FedStrategy(StrEnum):
@@ -645,6 +646,11 @@ def federate(
         int, typer.Option("--max-depth", help="hist-gbdt: tree depth (--rounds trees).")
     ] = 3,
     bins: Annotated[int, typer.Option("--bins", help="hist-gbdt: value bins per feature.")] = 255,
+    trees: Annotated[
+        int,
+        typer.Option("--trees", help="hist-gbdt: boosting rounds (0: --rounds); bagging: trees "
+                     "per node (0: 20)."),
+    ] = 0,
     fraction: Annotated[
         float, typer.Option("--fraction", help="Fraction of clients per round.")
     ] = 1.0,
@@ -719,13 +725,16 @@ def federate(
             "dp-clip": dp_clip, "secure-aggregation": secure_aggregation or "",
             "secure-clip": secure_clip, "min-nodes": min_nodes, "fit-timeout": fit_timeout,
             "output-dir": str(output.resolve()), "max-depth": max_depth, "bins": bins,
+            "n-estimators": trees,
+            "feature-range": "" if feature_range is None else _bounds_text(feature_range),
         }, insecure=insecure, root_certificates=root_certificates)
         raise typer.Exit(code)
     if data is None or label is None:
         raise typer.BadParameter("the simulation needs --data and --label")
-    if model is FedModel.HIST_GBDT:
-        raise typer.BadParameter("--model hist-gbdt runs with --engine flower (in-process: "
-                                 "fedge.federated.FederatedHistGradientBoosting)")
+    if model in (FedModel.HIST_GBDT, FedModel.BAGGING):
+        raise typer.BadParameter(f"--model {model.value} runs with --engine flower (in-process: "
+                                 "fedge.federated.FederatedHistGradientBoosting, "
+                                 "federated_bagging)")
     from fedge.data import read_bounds, read_table
     from fedge.federated import (
         DifferentialPrivacy,
@@ -764,6 +773,22 @@ def federate(
         console.print(f"stopped: {result.history.stop_reason}")
     spent = "" if result.epsilon is None else f", epsilon {result.epsilon:.4f} (delta {dp_delta:g})"
     console.print(f"wrote {output}/model.json ({written:,} bytes), history.json{spent}")
+
+
+def _bounds_text(path: Path) -> str:
+    """A bounds CSV (feature,min,max) as the run config's ``feature-range``, in the file's
+    row order (which must be the nodes' column order)."""
+    import csv
+
+    from fedge.data import read_bounds
+
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            names = [str(r.get("feature", "")).strip() for r in csv.DictReader(f)]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc}") from None
+    lo, hi = read_bounds(path, names)
+    return ",".join(f"{a!r}:{b!r}" for a, b in zip(lo.tolist(), hi.tolist(), strict=True))
 
 
 def _federated_estimator(kind: FedModel, hidden: int, seed: int, *, classify: bool) -> Any:

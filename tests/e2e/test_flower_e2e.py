@@ -3,9 +3,12 @@
 3 rounds of logistic regression through ``fedge federate --engine flower`` end with the model
 of the in-process run (same clients, same seeds); then one SuperNode is killed mid-run and
 the run still completes with the other two; on the same SuperLink and SuperNodes, 2 trees of
-depth 2 of federated histogram boosting (``--model hist-gbdt``) equal the in-process run. Every
-process runs under a timeout and is killed at teardown. About 2 min 45 s (a Flower round
-costs ~12 s of polling)."""
+depth 2 of federated histogram boosting (``--model hist-gbdt``) equal the in-process run, bagging
+(``--model bagging``, one exchange) equals in-process bagging, and one SecAgg+ round of logistic
+regression equals the in-process secure round. Every process runs under a timeout and is killed
+at teardown. About 3 min 45 s (a Flower exchange costs ~10 s: SuperNodes poll every 3 s and
+start a ClientApp process per message). Secure histogram boosting on the real SuperLink (16
+exchanges for one tree of depth 1) is marked ``long`` and runs with ``make e2e-long``."""
 
 from __future__ import annotations
 
@@ -144,6 +147,94 @@ def test_flower_hist_boosting_equals_in_process_run(cluster, tmp_path):
 
     np.testing.assert_array_equal(runtime.predict_proba(got, X),
                                   runtime.predict_proba(reference.model_, X))
+
+
+def test_flower_bagging_equals_in_process_bagging(cluster, tmp_path):
+    """One exchange: each SuperNode fits 5 trees on its rows and sends them as a lite binary;
+    the joined model equals in-process federated_bagging with the same seeds."""
+    from fedge import load
+    from fedge.federated.flower import read_node_table
+    from fedge.federated.flower_bagging import bagging_estimator
+    from fedge.federated.trees_bagging import federated_bagging
+    from fedge.ir import runtime
+
+    start = time.monotonic()
+    proc = _federate(cluster, tmp_path / "out", 1, "--model", "bagging", "--trees", "5",
+                     "--max-depth", "4")
+    try:
+        text = "".join(_lines(proc, start + 120))
+        assert proc.wait(30) == 0, text
+    finally:
+        _stop(proc)
+    assert "bagged the trees of 3 clients" in text, text
+    tables = sorted((read_node_table(cfg) for cfg in cluster.configs), key=lambda t: t[2])
+    reference = federated_bagging(
+        [(X, y) for X, y, _ in tables], estimator=bagging_estimator(True, 5, 4),
+        classes=[0, 1], weights="rows", random_state=RUN["seed"],
+    )
+    X = np.vstack([X for X, _, _ in tables])
+    got = load(tmp_path / "out" / "model.json")
+    np.testing.assert_array_equal(runtime.predict_proba(got, X),
+                                  runtime.predict_proba(reference, X))
+
+
+def test_flower_secure_round_equals_in_process_run(cluster, tmp_path):
+    """One round of logistic regression through SecAgg+ over the real SuperLink: training and
+    the four protocol stages as four exchanges (the stages histogram sums also use); the model
+    equals the in-process secure round (fixed point: 1e-6)."""
+    start = time.monotonic()
+    proc = _federate(cluster, tmp_path / "out", 1, "--secure-aggregation", "secagg+",
+                     "--secure-clip", "100")
+    try:
+        text = "".join(_lines(proc, start + 120))
+        assert proc.wait(30) == 0, text
+    finally:
+        _stop(proc)
+    assert "round 1: 3/3 clients" in text, text
+    got = np.load(tmp_path / "out" / "parameters.npz")
+    got = [got[f"arr_{i}"] for i in range(len(got.files))]
+    run = {**RUN, "rounds": 1, "secure-aggregation": "secagg+", "secure-clip": 100.0}
+    clients = [client_from_node_config(cfg, run) for cfg in cluster.configs]
+    nodes = {
+        c.client_id: NodeInfo(i, c.client_id, c.X.shape[1], c.num_examples, [0, 1])
+        for i, c in enumerate(clients)
+    }
+    server = server_from_run_config(run, nodes)
+    server.fit(InProcessTransport(clients), 1)
+    for a, b in zip(got, server.global_parameters, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+@pytest.mark.long
+def test_flower_secure_hist_boosting_equals_in_process_run(cluster, tmp_path, capsys):
+    """One tree of depth 1 with every sum (grid counts, label counts, two levels) through
+    SecAgg+ over real Flower messages: four exchanges per sum, 16 in all (~155 s here, so
+    outside ``make test``: ``make e2e-long``); the same tree as in-process."""
+    from fedge import load
+    from fedge.federated.flower_trees import histogram_client_from_node_config
+    from fedge.federated.trees_histogram import FederatedHistGradientBoosting
+
+    bounds = tmp_path / "bounds.csv"
+    bounds.write_text("feature,min,max\n" + "".join(f"{c},-5,5\n" for c in "abcd"))
+    start = time.monotonic()
+    proc = _federate(cluster, tmp_path / "out", 1, "--model", "hist-gbdt", "--max-depth", "1",
+                     "--lr", "0.3", "--bins", "8", "--secure-aggregation", "secagg+",
+                     "--feature-range", str(bounds))
+    try:
+        text = "".join(_lines(proc, start + 240))
+        assert proc.wait(30) == 0, text
+    finally:
+        _stop(proc)
+    assert "tree 1: 3 clients" in text, text
+    reference = FederatedHistGradientBoosting(
+        classes=[0, 1], n_estimators=1, max_depth=1, learning_rate=0.3, max_bins=8,
+        feature_range=(-5.0, 5.0), grid_size=1024, secure_aggregation="secagg+",
+    ).fit([histogram_client_from_node_config(cfg) for cfg in cluster.configs])
+    got, want = load(tmp_path / "out" / "model.json").steps[0], reference.model_.steps[0]
+    for key in ("feature", "threshold", "left", "right", "leaf_values", "base_score"):
+        np.testing.assert_array_equal(getattr(got, key), getattr(want, key), err_msg=key)
+    with capsys.disabled():
+        print(f"\nsecure boosting on Flower: {time.monotonic() - start:.0f} s")
 
 
 def test_a_supernode_killed_mid_run(cluster, tmp_path):

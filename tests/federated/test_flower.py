@@ -331,3 +331,144 @@ def test_node_state_restores_only_secagg_types():
 
     with pytest.raises(FlowerProtocolError, match="refusing to restore node state"):
         _load_private(pickle.dumps(Evil()))
+
+
+def test_secure_hist_boosting_over_messages_equals_the_in_process_secure_run(tmp_path):
+    """Every histogram summed by SecAgg+ over Flower messages: the same trees as the
+    in-process run with secure aggregation (and as the plain one: the sums are exact), and the
+    server never receives a histogram, only keys, shapes, shares, masked vectors and sums."""
+    from fedge.federated.flower_trees import FlowerHistGradientBoosting, remote_clients
+
+    configs = _csvs(tmp_path, n=4)
+    grid = LocalGrid(configs, RUN)
+    transport = FlowerTransport(grid, timeout=5.0, poll_interval=0.0)
+    nodes = transport.discover(min_nodes=4)
+    params = {"classes": [0, 1], "n_estimators": 2, "max_depth": 2, "max_bins": 16,
+              "feature_range": (-4.0, 4.0), "grid_size": 64}
+    booster = FlowerHistGradientBoosting(secure_aggregation="secagg+", **params)
+    booster.fit(remote_clients(transport, nodes))
+    # one secure sum each: grid counts, label counts, then one per depth level and tree,
+    # and every sum takes four exchanges (request + keys, shares, masked input, unmasking)
+    sums = 2 + 2 * 3
+    assert grid.sent.count("train.fedge_secagg_unmask") == 4 * sums
+    assert sum(k.startswith("query.fedge_hist") for k in grid.sent) == 4 * sums
+    assert booster.secure_seconds_ > 0
+    secure_ref = _hist_reference(configs, secure_aggregation="secagg+", **params)
+    plain_ref = _hist_reference(configs, **params)
+    got = _tree_arrays(booster.model_)
+    for ref in (secure_ref, plain_ref):
+        want = _tree_arrays(ref.model_)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_secure_hist_boosting_loses_a_node_mid_sum_and_restarts(tmp_path):
+    from fedge.federated.flower_trees import FlowerHistGradientBoosting, remote_clients
+
+    configs = _csvs(tmp_path, n=4)
+    grid = LocalGrid(configs, RUN)
+    transport = FlowerTransport(grid, timeout=0.2, poll_interval=0.0)
+    nodes = transport.discover(min_nodes=4)
+    real_push = grid.push_messages
+
+    def push(messages):
+        messages = list(messages)
+        # the first tree's root histograms: node 1003 vanishes before sending its masked input
+        if any(m.metadata.message_type == "train.fedge_secagg_masked" for m in messages) and \
+                grid.sent.count("query.fedge_hist_histograms") == 4:
+            grid.dead.add(1003)
+        return real_push(messages)
+
+    grid.push_messages = push
+    params = {"classes": [0, 1], "n_estimators": 2, "max_depth": 2, "max_bins": 16,
+              "feature_range": (-4.0, 4.0), "grid_size": 64}
+    booster = FlowerHistGradientBoosting(secure_aggregation="secagg+", **params)
+    booster.fit(remote_clients(transport, nodes))
+    first = booster.history_.rounds[0]
+    assert first.participants == ("site_0", "site_1", "site_2") and first.restarts == 1
+    assert booster.history_.rounds[1].participants == ("site_0", "site_1", "site_2")
+    # the same trees as an in-process run in which site_3 drops at the same point of the first
+    # tree and (an in-process dropout happens once; a lost node stays lost) again at the start
+    # of the second
+    from fedge.federated.trees_histogram import Dropout
+
+    drops = [Dropout("site_3", round=0, level=0, stage=2), Dropout("site_3", round=1, stage=0)]
+    ref = _hist_reference(configs, secure_aggregation="secagg+", dropouts=drops, **params)
+    got, want = _tree_arrays(booster.model_), _tree_arrays(ref.model_)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_bagging_over_messages_equals_the_in_process_bagging(tmp_path):
+    """Each node fits its forest with the seed the in-process run gives it: the joined model
+    is the in-process one, and each node's own forest predicts exactly as its trees do inside
+    the ensemble (its share of the mean)."""
+    from fedge.federated.flower import read_node_table
+    from fedge.federated.flower_bagging import bagging_estimator, run_bagging
+    from fedge.federated.trees_bagging import federated_bagging
+    from fedge.ir.runtime import predict_proba
+
+    configs = _csvs(tmp_path, n=3)
+    run = {**RUN, "model": "bagging", "n-estimators": 5, "max-depth": 4}
+    grid = LocalGrid(configs, run)
+    transport = FlowerTransport(grid, timeout=5.0, poll_interval=0.0)
+    nodes = transport.discover(min_nodes=3)
+    cfg = {**__import__("fedge.federated.flower", fromlist=["x"]).RUN_CONFIG_DEFAULTS, **run}
+    bagged = run_bagging(transport, cfg, nodes)
+    assert grid.sent.count("train.fedge_bagging") == 3 and bagged.rejected == {}
+    tables = [read_node_table(c) for c in configs.values()]
+    reference = federated_bagging(
+        [(X, y) for X, y, _ in tables], estimator=bagging_estimator(True, 5, 4),
+        classes=[0, 1], weights="rows", random_state=run["seed"],
+    )
+    X_all = np.vstack([X for X, _, _ in tables])
+    np.testing.assert_array_equal(predict_proba(bagged.model, X_all),
+                                  predict_proba(reference, X_all))
+    assert bagged.rows == [60, 60, 60] and bagged.clients == ["site_0", "site_1", "site_2"]
+    assert len(bagged.model.steps[0].roots) == 15
+
+
+def test_bagging_leaves_out_a_node_that_sends_garbage(tmp_path, monkeypatch):
+    from fedge.federated import flower_bagging
+    from fedge.federated.flower import RUN_CONFIG_DEFAULTS
+
+    configs = _csvs(tmp_path, n=3)
+    run = {**RUN_CONFIG_DEFAULTS, **RUN, "model": "bagging", "n-estimators": 3}
+    grid = LocalGrid(configs, run)
+    transport = FlowerTransport(grid, timeout=5.0, poll_interval=0.0)
+    nodes = transport.discover(min_nodes=3)
+    import fedge.ir.lite as lite  # the node's writer: its output is what travels
+
+    honest = lite.to_binary_bytes
+    calls = itertools.count()
+
+    def tampered(model):
+        data = bytearray(honest(model))
+        if next(calls) == 1:  # the second node's trees arrive corrupted
+            data[len(data) // 2] ^= 0xFF
+        return bytes(data)
+
+    monkeypatch.setattr(lite, "to_binary_bytes", tampered)
+    bagged = flower_bagging.run_bagging(transport, run, nodes)
+    assert bagged.clients == ["site_0", "site_2"]
+    assert "SHA-256 does not match" in bagged.rejected["site_1"]
+
+
+def test_secure_hist_gbdt_run_config_needs_public_bounds(tmp_path):
+    from fedge.errors import InvalidInputError
+    from fedge.federated.flower_trees import hist_gbdt_from_run_config, parse_feature_range
+
+    configs = _csvs(tmp_path, n=2)
+    transport = FlowerTransport(LocalGrid(configs, RUN), timeout=5.0, poll_interval=0.0)
+    nodes = transport.discover(min_nodes=2)
+    run = {**RUN, "model": "hist-gbdt", "secure-aggregation": "secagg+"}
+    with pytest.raises(InvalidInputError, match="needs public bin edges"):
+        hist_gbdt_from_run_config(run, nodes)
+    booster = hist_gbdt_from_run_config({**run, "feature-range": "-4,4"}, nodes)
+    assert booster.secure_aggregation == "secagg+"
+    np.testing.assert_array_equal(booster.feature_range[0], [-4.0] * 4)
+    lo, hi = parse_feature_range("0:1, -1:1, 2:3, 0:10", 4)
+    assert lo.tolist() == [0, -1, 2, 0] and hi.tolist() == [1, 1, 3, 10]
+    for bad, why in (("1,0", "HIGH > LOW"), ("0:1,0:1", "2 bounds"), ("a,b", "LOW,HIGH")):
+        with pytest.raises(InvalidInputError, match=why):
+            parse_feature_range(bad, 4)

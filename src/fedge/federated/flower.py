@@ -375,8 +375,6 @@ class FlowerTransport:
         """Training and the four SecAgg stages as message exchanges (masking methods only:
         CKKS and Paillier need a key holder apart from the server, which this engine does not
         deploy)."""
-        from fedge.federated.secure_aggregation import SecAggServer
-
         if not session.secure.masking:
             return SecureOutcome(None, [(c, "not run") for c in client_ids], {},
                                  f"{session.secure.method} is not available on Flower; use "
@@ -393,6 +391,8 @@ class FlowerTransport:
             content[SECURE] = protocol
             requests[node] = (content, FIT)
         replies = self._exchange(requests, self.timeout, group=str(instructions.round))
+        from fedge.federated.secure_aggregation import decode_fixed_point
+
         failures: list[tuple[str, str]] = []
         reports: dict[str, dict[str, float]] = {}
         keys = {}
@@ -410,57 +410,77 @@ class FlowerTransport:
         timings["train and advertise keys"] = time.perf_counter() - start
         if not keys:
             return SecureOutcome(None, failures, reports, "no client finished training")
-        server = SecAggServer(config, list(keys))
         try:
-            for cid, message in keys.items():
-                if message.sender != cid:
-                    raise SecureAggregationError(f"{cid!r} advertised keys as {message.sender!r}")
-                server.receive_keys(message)
-            roster = server.broadcast_keys()
-            mark = time.perf_counter()
-            roster_record = _encode_roster(roster)
-            replies = self._exchange(
-                {self.nodes[c].node_id: (RecordDict({SECURE: roster_record}), SECAGG_SHARES)
-                 for c in roster}, self.timeout, group=str(instructions.round))
-            holders = []
-            for cid in roster:
-                shares = _try(lambda c=cid: _decode_shares(
-                    _reply_content(replies.get(self.nodes[c].node_id), self.timeout)))
-                if shares is not None:
-                    server.receive_shares(shares)
-                    holders.append(cid)
-            timings["share keys"] = time.perf_counter() - mark
-            mark = time.perf_counter()
-            requests = {
-                self.nodes[c].node_id: (RecordDict({SECURE: _encode_shares(server.shares_for(c))}),
-                                        SECAGG_MASKED)
-                for c in holders
-            }
-            replies = self._exchange(requests, self.timeout, group=str(instructions.round))
-            for cid in holders:
-                masked = _try(lambda c=cid: _decode_masked(
-                    _reply_content(replies.get(self.nodes[c].node_id), self.timeout)))
-                if masked is not None:
-                    server.receive_masked(masked)
-            timings["masked input"] = time.perf_counter() - mark
-            mark = time.perf_counter()
-            request = server.unmask_request()
-            replies = self._exchange(
-                {self.nodes[c].node_id: (RecordDict({SECURE: _encode_unmask_request(request)}),
-                                         SECAGG_UNMASK) for c in request.survivors},
-                self.timeout, group=str(instructions.round))
-            for cid in request.survivors:
-                response = _try(lambda c=cid: _decode_unmask(
-                    _reply_content(replies.get(self.nodes[c].node_id), self.timeout)))
-                if response is not None:
-                    server.receive_unmask(response)
-            total, survivors = server.result()
-            timings["unmasking"] = time.perf_counter() - mark
+            encoded, survivors = self.secure_stages(keys, config, timings,
+                                                    group=str(instructions.round))
         except SecureAggregationError as exc:
             return SecureOutcome(None, failures, reports, str(exc))
+        total = decode_fixed_point(encoded, config.scale_bits)
         result = SecureResult(np.asarray(total, dtype=np.float64), tuple(survivors),
                               time.perf_counter() - start, timings)
         return SecureOutcome(result, failures, reports)
+
+    def secure_stages(
+        self,
+        keys: Mapping[str, Any],
+        config: Any,
+        timings: dict[str, float],
+        *,
+        group: str = "",
+    ) -> tuple[np.ndarray, list[str]]:
+        """The SecAgg stages after the clients advertised ``keys`` (client id ->
+        ``AdvertiseKeys``, sent with their first reply): share keys, masked input, unmasking,
+        one exchange each. Returns the sum (``uint64`` ring elements) and the clients in it;
+        raises :class:`SecureAggregationError` when too few survive (nothing is revealed).
+        Shared by training rounds and by histogram sums (``fedge.federated.flower_trees``)."""
+        from fedge.federated.secure_aggregation import SecAggServer
+
+        server = SecAggServer(config, list(keys))
+        for cid, message in keys.items():
+            if message.sender != cid:
+                raise SecureAggregationError(f"{cid!r} advertised keys as {message.sender!r}")
+            server.receive_keys(message)
+        roster = server.broadcast_keys()
+        mark = time.perf_counter()
+        roster_record = _encode_roster(roster)
+        replies = self._exchange(
+            {self.nodes[c].node_id: (RecordDict({SECURE: roster_record}), SECAGG_SHARES)
+             for c in roster}, self.timeout, group=group)
+        holders = []
+        for cid in roster:
+            shares = _try(lambda c=cid: _decode_shares(
+                _reply_content(replies.get(self.nodes[c].node_id), self.timeout)))
+            if shares is not None:
+                server.receive_shares(shares)
+                holders.append(cid)
+        timings["share keys"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        requests = {
+            self.nodes[c].node_id: (RecordDict({SECURE: _encode_shares(server.shares_for(c))}),
+                                    SECAGG_MASKED)
+            for c in holders
+        }
+        replies = self._exchange(requests, self.timeout, group=group)
+        for cid in holders:
+            masked = _try(lambda c=cid: _decode_masked(
+                _reply_content(replies.get(self.nodes[c].node_id), self.timeout)))
+            if masked is not None:
+                server.receive_masked(masked)
+        timings["masked input"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        request = server.unmask_request()
+        replies = self._exchange(
+            {self.nodes[c].node_id: (RecordDict({SECURE: _encode_unmask_request(request)}),
+                                     SECAGG_UNMASK) for c in request.survivors},
+            self.timeout, group=group)
+        for cid in request.survivors:
+            response = _try(lambda c=cid: _decode_unmask(
+                _reply_content(replies.get(self.nodes[c].node_id), self.timeout)))
+            if response is not None:
+                server.receive_unmask(response)
+        total, survivors = server.result_encoded()
+        timings["unmasking"] = time.perf_counter() - mark
+        return total, list(survivors)
 
     # -- the wire -------------------------------------------------------------------------
     def _exchange(
@@ -917,6 +937,9 @@ RUN_CONFIG_DEFAULTS: dict[str, Any] = {
     "n-estimators": 0,
     "max-depth": 3,
     "bins": 255,
+    "feature-range": "",
+    "grid-size": 1024,
+    "bagging-weights": "rows",
 }
 
 
@@ -1026,6 +1049,13 @@ def _main(grid: Grid, context: Context) -> None:
 
         run_hist_gbdt(transport, cfg, nodes)
         return
+    if str(cfg["model"]) == "bagging":
+        from fedge.federated.flower_bagging import run_bagging, write_bagging_outputs
+
+        bagged = run_bagging(transport, cfg, nodes)
+        if str(cfg["output-dir"]).strip():
+            log.warning("fedge: wrote %s", write_bagging_outputs(bagged, str(cfg["output-dir"])))
+        return
     server = server_from_run_config(cfg, nodes)
 
     def report(record: Any) -> None:
@@ -1095,5 +1125,6 @@ def run_on_superlink(
     return subprocess.run(command, env=env, timeout=timeout, check=False).returncode
 
 
-# the ClientApp's histogram boosting messages (fedge.federated.flower_trees registers them)
+# the ClientApp's histogram boosting and bagging messages (registered by those modules)
+from fedge.federated import flower_bagging as _flower_bagging  # noqa: E402, F401
 from fedge.federated import flower_trees as _flower_trees  # noqa: E402, F401

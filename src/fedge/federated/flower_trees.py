@@ -19,7 +19,16 @@ one for the leaves' totals), plus two for the set-up (bin edges, label counts).
 
 A node that does not answer (or answers with an error) within the timeout is lost for the rest
 of the run: the server restarts the round from the root without it, exactly as it does for an
-in-process dropout. Secure aggregation of the histograms is not offered on Flower yet.
+in-process dropout.
+
+Secure aggregation (``secure_aggregation="secagg"`` / ``"secagg+"``): every sum (grid counts,
+label counts, target sum, each level's histograms) is one SecAgg round of fedge's protocol. The
+request carries the sum's public parameters (threshold, neighbours, bound, round id and seed);
+the node computes its answer, keeps it in its local state and replies only with its advertised
+keys and the answer's shape; then the three remaining stages (shares, masked input, unmasking)
+run as in a secure training round (:meth:`FlowerTransport.secure_stages`). The server sees the
+sum and nothing else: four exchanges per sum instead of one. A node that drops out of a stage
+is out of that sum and lost for the run, and the round restarts without it.
 """
 
 from __future__ import annotations
@@ -34,13 +43,19 @@ from typing import Any
 
 import numpy as np
 
-from fedge.errors import InvalidInputError
+from fedge.errors import InvalidInputError, SecureAggregationError
 from fedge.federated.flower import (
+    SECURE,
     FlowerProtocolError,
     FlowerTransport,
     NodeInfo,
+    _decode_keys,
+    _dump_private,
+    _encode_keys,
     _parse_classes,
     _record,
+    _reply_content,
+    _state_set,
     client_app,
     read_node_table,
 )
@@ -61,6 +76,7 @@ __all__ = [
     "RemoteHistogramClient",
     "hist_gbdt_from_run_config",
     "histogram_client_from_node_config",
+    "parse_feature_range",
     "remote_clients",
 ]
 
@@ -71,6 +87,8 @@ ONE_WAY = ("start", "gradients", "reset_positions", "apply_splits", "apply_leave
 REQUESTS = ("sketch", "grid_counts", "label_counts", "target_exponent", "target_sum",
             "histograms")
 HIST_STATE = "fedge.hist"
+SUM_SHAPE = "fedge.hist.shape"  # a secure sum's reply: the shape of the (kept) answer
+_SUM_FIELDS = ("threshold", "neighbours", "bound", "round_id", "round_seed")
 _SPLITS = ("is_split", "feature", "edge", "missing_left", "left", "right")
 
 Call = tuple[str, dict[str, Any], dict[str, np.ndarray]]
@@ -138,6 +156,32 @@ def _indexed(arrays: Mapping[str, np.ndarray], prefix: str) -> list[np.ndarray]:
         return [arrays[f"{prefix}.{f}"] for f in range(n)]
     except KeyError:
         raise FlowerProtocolError(f"{prefix} arrays must be numbered 0..n-1") from None
+
+
+def _encode_sum_config(config: Any) -> ConfigRecord:
+    """A secure sum's public parameters (its length comes back from the nodes)."""
+    return ConfigRecord({
+        "threshold": int(config.threshold),
+        "neighbours": -1 if config.neighbours is None else int(config.neighbours),
+        "bound": float(config.bound),
+        "round_id": int(config.round_id),
+        "round_seed": bytes(config.round_seed),
+    })
+
+
+def _decode_sum_config(record: ConfigRecord, length: int) -> Any:
+    from fedge.federated.secure_aggregation import SecAggConfig
+
+    try:
+        neighbours = int(record["neighbours"])
+        return SecAggConfig(
+            threshold=int(record["threshold"]), vector_length=int(length),
+            neighbours=None if neighbours < 0 else neighbours, scale_bits=0,
+            bound=float(record["bound"]), round_id=int(record["round_id"]),
+            round_seed=bytes(record["round_seed"]),
+        )
+    except (KeyError, TypeError, ValueError, InvalidInputError) as exc:
+        raise FlowerProtocolError(f"malformed secure sum settings: {exc}") from None
 
 
 # --------------------------------------------------------------------------------- the server side
@@ -249,10 +293,13 @@ def _fetch(clients: Sequence[RemoteHistogramClient], requests: Sequence[list[Cal
             for i, call in enumerate(calls):
                 client.ready[_call_key(call)] = _decode_answer(call[0], reply.content, i)
         except FlowerProtocolError as exc:
-            client.lost = str(exc)
-            client.ready.clear()
-            log.warning("fedge: SuperNode of %r is out of the boosting run: %s",
-                        client.client_id, exc)
+            _lose(client, str(exc))
+
+
+def _lose(client: RemoteHistogramClient, why: str) -> None:
+    client.lost = why
+    client.ready.clear()
+    log.warning("fedge: SuperNode of %r is out of the boosting run: %s", client.client_id, why)
 
 
 def _decode_answer(method: str, content: RecordDict, i: int) -> Any:
@@ -277,11 +324,6 @@ class FlowerHistGradientBoosting(FederatedHistGradientBoosting):
     the same server code; each request goes to all its participants in one exchange."""
 
     def fit(self, clients: Sequence[Any]) -> FlowerHistGradientBoosting:
-        if self.secure_aggregation is not None:
-            raise InvalidInputError(
-                "secure aggregation of histograms is not available on Flower yet; run "
-                "FederatedHistGradientBoosting in-process for it"
-            )
         if self.dropouts:
             raise InvalidInputError("simulated dropouts are for in-process runs")
         if not all(isinstance(c, RemoteHistogramClient) for c in clients):
@@ -307,8 +349,72 @@ class FlowerHistGradientBoosting(FederatedHistGradientBoosting):
 
     def _collect(self, what: str, participants: list[str], ask: Any, *, check: Any = None,
                  drops: Mapping[str, int] | None = None) -> tuple[np.ndarray, dict]:
+        if self._secure_cfg is not None:
+            return self._secure_collect(what, participants, ask)
         answered = self._prefetch(participants, ask)
         return super()._collect(what, answered, ask, check=check, drops=drops)
+
+    def _secure_collect(self, what: str, participants: list[str],
+                        ask: Any) -> tuple[np.ndarray, dict]:
+        """One secure sum of the participants' answers to ``ask`` (see the module docstring)."""
+        import dataclasses
+        import time
+        from collections import Counter
+
+        clients = [self._clients[c] for c in participants if self._clients[c].lost is None]
+        if len(clients) < 2:
+            raise SecureAggregationError(
+                f"{what}: secure aggregation needs at least two clients per sum, "
+                f"{len(clients)} left"
+            )
+        calls: list[Call] = []
+        for client in clients:
+            client._recorded = []
+            try:
+                ask(client)
+            finally:
+                recorded, client._recorded = client._recorded, None
+            calls.append(recorded[0])
+        settings = self._sum_config(len(clients), 1)
+        transport = clients[0].transport
+        messages = {}
+        for client, call in zip(clients, calls, strict=True):
+            content = _encode_calls([*client.pending, call])
+            content[SECURE] = _encode_sum_config(settings)
+            messages[client.info.node_id] = (content, f"query.{PREFIX}{call[0]}")
+        start = time.perf_counter()
+        replies = transport._exchange(messages, transport.timeout)
+        keys, shapes = {}, {}
+        for client in clients:
+            client.pending = []
+            try:
+                body = _reply_content(replies.get(client.info.node_id), transport.timeout)
+                keys[client.client_id] = _decode_keys(body)
+                shape = _record(body, SUM_SHAPE, ConfigRecord).get("shape")
+                if not isinstance(shape, list) or not all(
+                    isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape
+                ):
+                    raise FlowerProtocolError(f"malformed answer shape {shape!r}")
+                shapes[client.client_id] = tuple(shape)
+            except FlowerProtocolError as exc:
+                keys.pop(client.client_id, None)
+                _lose(client, str(exc))
+        if not shapes:
+            raise SecureAggregationError(f"{what}: no client answered")
+        shape = Counter(shapes.values()).most_common(1)[0][0]
+        for cid, other in shapes.items():
+            if other != shape:
+                keys.pop(cid)
+                _lose(self._clients[cid], f"answered {what} of shape {other}, not {shape}")
+        config = dataclasses.replace(settings, vector_length=int(np.prod(shape)))
+        encoded, survivors = transport.secure_stages(keys, config, {})
+        self.secure_seconds_ += time.perf_counter() - start
+        for cid in keys:
+            if cid not in survivors:
+                _lose(self._clients[cid], f"dropped out of the secure sum of {what}")
+        self._uploaded += int(np.prod(shape)) * len(survivors)
+        total = np.asarray(encoded).view(np.int64).reshape(shape).copy()
+        return total, {c: np.zeros(0, dtype=np.int64) for c in survivors}
 
     def _agree_edges(self, ids: list[str], F: int) -> BinEdges:
         binning = self.binning
@@ -327,12 +433,42 @@ def remote_clients(transport: FlowerTransport,
     return [RemoteHistogramClient(transport, nodes[c]) for c in sorted(nodes)]
 
 
+def parse_feature_range(text: str, n_features: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Public bounds from a run config string: ``""`` (none), ``"LOW,HIGH"`` (every feature)
+    or ``"L1:H1,L2:H2,..."`` (one pair per feature, in the nodes' column order)."""
+    text = text.strip()
+    if not text:
+        return None
+    cells = [c.strip() for c in text.split(",")]
+    try:
+        if all(":" not in c for c in cells) and len(cells) == 2:
+            lo, hi = np.full(n_features, float(cells[0])), np.full(n_features, float(cells[1]))
+        else:
+            pairs = [tuple(float(v) for v in c.split(":")) for c in cells]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError("each feature needs LOW:HIGH")
+            lo, hi = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    except ValueError as exc:
+        raise InvalidInputError(
+            f"feature-range {text!r}: {exc}; use \"LOW,HIGH\" or \"L1:H1,L2:H2,...\""
+        ) from None
+    if lo.shape != (n_features,):
+        raise InvalidInputError(
+            f"feature-range gives {lo.shape[0]} bounds, the nodes have {n_features} features"
+        )
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(hi > lo)):
+        raise InvalidInputError("feature-range needs finite bounds with HIGH > LOW")
+    return lo, hi
+
+
 def hist_gbdt_from_run_config(
     run_config: Mapping[str, Any], nodes: Mapping[str, NodeInfo]
 ) -> FlowerHistGradientBoosting:
     """The booster a run config describes (``model = "hist-gbdt"``): ``n-estimators`` (0: the
-    ``rounds``), ``max-depth``, ``learning-rate`` (0: 0.1), ``bins``; classification over
-    ``classes`` (or the union of the nodes' labels) unless a node holds float targets."""
+    ``rounds``), ``max-depth``, ``learning-rate`` (0: 0.1), ``bins``, ``feature-range`` and
+    ``grid-size`` (bin edges from a public grid), ``secure-aggregation`` (every sum through
+    SecAgg / SecAgg+; needs ``feature-range``); classification over ``classes`` (or the union
+    of the nodes' labels) unless a node holds float targets."""
     from fedge.federated.flower import RUN_CONFIG_DEFAULTS
 
     cfg = {**RUN_CONFIG_DEFAULTS, **dict(run_config)}
@@ -341,8 +477,17 @@ def hist_gbdt_from_run_config(
     classes = _parse_classes(str(cfg["classes"]))
     if classes is None and all(info.labels for info in nodes.values()):
         classes = sorted({label for info in nodes.values() for label in info.labels})
-    if str(cfg["secure-aggregation"]).strip():
-        raise InvalidInputError("secure aggregation of histograms is not available on Flower yet")
+    widths = {info.n_features for info in nodes.values()}
+    if len(widths) != 1:
+        raise InvalidInputError(f"the clients disagree on the number of features: {widths}")
+    bounds = parse_feature_range(str(cfg["feature-range"]), widths.pop())
+    secure = str(cfg["secure-aggregation"]).strip() or None
+    if secure is not None and bounds is None:
+        raise InvalidInputError(
+            "secure aggregation of histograms needs public bin edges: set feature-range "
+            "(the grid counts are then summed securely; a sketch would reveal each node's "
+            "quantiles)"
+        )
     n_estimators = int(cfg["n-estimators"]) or int(cfg["rounds"])
     rate = float(cfg["learning-rate"])
     return FlowerHistGradientBoosting(
@@ -351,6 +496,9 @@ def hist_gbdt_from_run_config(
         max_depth=int(cfg["max-depth"]),
         learning_rate=rate if rate > 0 else 0.1,
         max_bins=int(cfg["bins"]),
+        feature_range=bounds,
+        grid_size=int(cfg["grid-size"]),
+        secure_aggregation=secure,
     )
 
 
@@ -469,16 +617,43 @@ def _node_call(message: Message, context: Context) -> Message:
     requests = [c for c in calls if c[0] in REQUESTS]
     if not requests or f"{PREFIX}{requests[0][0]}" != kind:
         raise FlowerProtocolError(f"a {kind} message must carry that request")
+    secure = SECURE in message.content
+    if secure and len(requests) != 1:
+        raise FlowerProtocolError("a secure sum carries exactly one request")
     client = _restore(context)
     reply = RecordDict({})
     answered = 0
     for call in calls:
         value = _run_call(client, call)
-        if call[0] in REQUESTS:
+        if call[0] not in REQUESTS:
+            continue
+        if secure:  # the answer stays here; only keys and its shape go back
+            _secure_answer(client, value, message.content[SECURE], context, reply)
+        else:
             _encode_answer(call[0], value, answered, reply)
-            answered += 1
+        answered += 1
     _save(context, client)
     return Message(reply, reply_to=message)
+
+
+def _secure_answer(client: HistogramClient, value: Any, settings: Any, context: Context,
+                   reply: RecordDict) -> None:
+    """Open a secure sum of ``value`` on this node: keep it with the protocol's state and
+    put the advertised keys and the value's shape in ``reply``."""
+    from fedge.federated.secure_aggregation import SecAggClient
+
+    answer = np.ascontiguousarray(value)
+    if answer.dtype != np.int64:
+        raise FlowerProtocolError(f"a secure sum needs an int64 answer, got {answer.dtype}")
+    if not isinstance(settings, ConfigRecord):
+        raise FlowerProtocolError("malformed secure sum settings")
+    config = _decode_sum_config(settings, answer.size)
+    protocol = SecAggClient(client.client_id, config)
+    keys = protocol.advertise_keys()
+    vector = answer.ravel().view(np.uint64)
+    _state_set(context, "secagg", _dump_private({"client": protocol, "vector": vector}))
+    reply[SECURE] = _encode_keys(keys)
+    reply[SUM_SHAPE] = ConfigRecord({"shape": [int(d) for d in answer.shape]})
 
 
 for _method in REQUESTS:

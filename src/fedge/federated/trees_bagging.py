@@ -40,7 +40,7 @@ from fedge.ir.lower import lower
 from fedge.ir.nodes import Aggregation, Link, Model, Task, TreeEnsemble
 from fedge.ir.treeops import LocalTree, join_trees, split_trees
 
-__all__ = ["combine_tree_models", "federated_bagging"]
+__all__ = ["client_seeds", "combine_tree_models", "federated_bagging", "fit_client_trees"]
 
 _FOREST_CLASSIFIERS = frozenset(
     {
@@ -309,6 +309,57 @@ def _default_estimator(classification: bool, random_state: Any) -> Any:
     return cls(n_estimators=20, min_samples_leaf=2, random_state=random_state)
 
 
+def client_seeds(random_state: int | None, n_clients: int) -> list[int]:
+    """Each client's estimator seed, spawned from ``random_state`` (in client order)."""
+    return [int(v) % 2**31 for v in
+            np.random.SeedSequence(random_state).generate_state(n_clients).tolist()]
+
+
+def fit_client_trees(
+    X: Any,
+    y: Any,
+    estimator: Any,
+    *,
+    classes: np.ndarray | None,
+    seed: int,
+    index: int = 0,
+    seeded: bool = True,
+) -> Any:
+    """One client's side of bagging: a clone of ``estimator`` fitted on its rows.
+
+    Classification fits on label indices into ``classes`` (the federation's label set), so a
+    client holding only some labels still yields the full output shape; a client holding one
+    label returns that label's one-hot row instead (a forest's constant prediction). The
+    result is what :func:`combine_tree_models` takes."""
+    from sklearn.base import clone
+
+    est = clone(estimator)
+    if seeded and "random_state" in est.get_params():
+        est.set_params(random_state=seed)
+    if classes is not None:
+        target = _encode(np.asarray(y), classes, index)
+        present = np.unique(target)
+        if present.size == 1:
+            if type(estimator).__name__ not in _FOREST_CLASSIFIERS:
+                raise InvalidInputError(
+                    f"client {index} holds a single label "
+                    f"({classes.tolist()[present[0]]!r}); a boosted "
+                    "model cannot be trained on it: bag forests, or use federated "
+                    "histogram boosting"
+                )
+            onehot = np.zeros(classes.shape[0])
+            onehot[present[0]] = 1.0
+            return onehot
+    else:
+        target = np.asarray(y).astype(np.float64)
+    try:
+        est.fit(X, target)
+    except ValueError as exc:
+        raise InvalidInputError(f"client {index}: {type(est).__name__} failed to fit: {exc}") \
+            from exc
+    return est
+
+
 def federated_bagging(
     clients: Sequence[tuple[Any, Any]],
     *,
@@ -341,7 +392,7 @@ def federated_bagging(
         Each client gets its own seed spawned from it (set as the estimator's
         ``random_state``).
     """
-    from sklearn.base import clone, is_classifier
+    from sklearn.base import is_classifier
 
     if isinstance(clients, tuple) or not isinstance(clients, Sequence) or not clients:
         raise InvalidInputError("clients must be a non-empty sequence of (X, y) pairs")
@@ -376,7 +427,7 @@ def federated_bagging(
         estimator = _default_estimator(classification, None)
     elif is_classifier(estimator) != classification:
         raise InvalidInputError(f"the estimator {type(estimator).__name__} does not fit a {task}")
-    seeds = np.random.SeedSequence(random_state).generate_state(len(clients)).tolist()
+    seeds = client_seeds(random_state, len(clients))
     n_features = None
     models: list[Any] = []
     rows = []
@@ -395,34 +446,8 @@ def federated_bagging(
                 "client needs the same columns in the same order"
             )
         rows.append(int(X.shape[0]))
-        est = clone(estimator)
-        if random_state is not None and "random_state" in est.get_params():
-            est.set_params(random_state=int(seeds[i]) % 2**31)
-        if classification:
-            assert isinstance(classes, np.ndarray)
-            target = _encode(y, classes, i)
-            present = np.unique(target)
-            if present.size == 1:
-                if type(estimator).__name__ not in _FOREST_CLASSIFIERS:
-                    raise InvalidInputError(
-                        f"client {i} holds a single label "
-                        f"({classes.tolist()[present[0]]!r}); a boosted "
-                        "model cannot be trained on it: bag forests, or use federated "
-                        "histogram boosting"
-                    )
-                onehot = np.zeros(classes.shape[0])
-                onehot[present[0]] = 1.0
-                models.append(onehot)
-                continue
-        else:
-            target = y.astype(np.float64)
-        try:
-            est.fit(X, target)
-        except ValueError as exc:
-            raise InvalidInputError(
-                f"client {i}: {type(est).__name__} failed to fit: {exc}"
-            ) from exc
-        models.append(est)
+        models.append(fit_client_trees(X, y, estimator, classes=classes, seed=int(seeds[i]),
+                                       index=i, seeded=random_state is not None))
     combined_classes = np.arange(classes.shape[0]) if classification else None
     model = combine_tree_models(
         models, weights=weights, classes=combined_classes, rows=rows, feature_names=feature_names

@@ -714,28 +714,36 @@ class FederatedHistGradientBoosting:
         total, survivors = self._secure_sum(vectors, shape, drops)
         return total, {c: np.zeros(0, dtype=np.int64) for c in survivors}
 
-    def _secure_sum(
-        self, vectors: dict[str, np.ndarray], shape: tuple[int, ...], drops: Mapping[str, int]
-    ) -> tuple[np.ndarray, list[str]]:
-        from fedge.federated.secure_aggregation import SecAggConfig, secure_sum
+    def _sum_config(self, n: int, length: int) -> Any:
+        """The public parameters of the next secure sum over ``n`` clients (a new round id
+        and seed each time): integers, so no fixed-point scale, bounded so the sum of ``n``
+        stays below ``2**_SUM_BITS``."""
+        from fedge.federated.secure_aggregation import SecAggConfig
 
         sec = self._secure_cfg
-        n = len(vectors)
-        if n < 2:
-            raise SecureAggregationError("secure aggregation needs at least two clients per sum")
-        for cid, v in vectors.items():
-            if v.dtype != np.int64 or v.shape != shape:
-                raise SecureAggregationError(f"client {cid!r} built a malformed vector")
         self._round_id += 1
-        config = SecAggConfig(
+        return SecAggConfig(
             threshold=sec.threshold_for(n),
-            vector_length=int(np.prod(shape)),
+            vector_length=length,
             neighbours=sec.degree(n),
             scale_bits=0,
             bound=float(2**_SUM_BITS // n),
             round_id=self._round_id,
             round_seed=secrets.token_bytes(32),
         )
+
+    def _secure_sum(
+        self, vectors: dict[str, np.ndarray], shape: tuple[int, ...], drops: Mapping[str, int]
+    ) -> tuple[np.ndarray, list[str]]:
+        from fedge.federated.secure_aggregation import secure_sum
+
+        n = len(vectors)
+        if n < 2:
+            raise SecureAggregationError("secure aggregation needs at least two clients per sum")
+        for cid, v in vectors.items():
+            if v.dtype != np.int64 or v.shape != shape:
+                raise SecureAggregationError(f"client {cid!r} built a malformed vector")
+        config = self._sum_config(n, int(np.prod(shape)))
         # Integers in the ring Z_{2**64}: the sum is exact while |sum| < 2**63, and every
         # honest histogram sum stays within 2**62 by the choice of the fixed-point scale.
         encoded = {
