@@ -409,3 +409,30 @@ def test_dashboard_add_methods_check_their_input():
         with pytest.raises(InvalidInputError, match="different lengths"):
             dash.add_confusion_matrix([0, 1], [0])
     assert dash.figures == []
+
+
+@pytest.mark.slow
+def test_the_dashboard_renders_in_chromium_and_resizes(dashboard, tmp_path):
+    """Every view drawn in Debian's Chromium without errors (the 3-D scatter included), and a
+    narrow window re-lays the figures out at its width (responsive)."""
+    import shutil
+
+    if shutil.which("chromium") is None:
+        pytest.skip("Debian's chromium is not installed")
+    from fedge.visualization.browser import open_page
+
+    widths = {}
+
+    def narrow(page):
+        widths["wide"] = page.eval_on_selector(".js-plotly-plot", "e => e.offsetWidth")
+        page.set_viewport_size({"width": 600, "height": 900})
+        page.wait_for_timeout(500)  # Plotly's resize handler is debounced
+        widths["narrow"] = page.eval_on_selector(".js-plotly-plot", "e => e.offsetWidth")
+        widths["svg"] = page.eval_on_selector(
+            ".js-plotly-plot .main-svg", "e => e.getBoundingClientRect().width")
+
+    path = dashboard.save_dashboard(tmp_path / "dash.html")
+    check = open_page(path, inspect=narrow)
+    assert check.ok, check
+    assert check.figures == len(dashboard.figures)
+    assert widths["narrow"] < widths["wide"] and widths["svg"] <= widths["narrow"] + 1, widths
