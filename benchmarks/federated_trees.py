@@ -41,10 +41,11 @@ Timing (in-process, single-threaded): the federated fit's wall time without and 
 aggregation (``secure_aggregation="secagg+"``, which must give the plain model exactly; run on
 the first ``--secure-seeds`` seeds, default 1, to keep the run short), the central one-client
 fit, XGBoost and LightGBM; the number of request/answer exchanges a fit makes (counted by
-wrapping the server's collection step) and the int64 values uploaded. No Flower run here: the
-Flower column is a projection, exchanges x ~12 s, from the measurement in
-/work/shared/FIELD_NOTES.md (a plain Flower deployment round costs ~12 s on this machine
-class, mostly fixed polling).
+wrapping the server's collection step) and the int64 values uploaded. The Flower column is a
+projection, exchanges x ~12 s, from the measurement in /work/shared/FIELD_NOTES.md (a plain
+Flower deployment round costs ~12 s on this machine class, mostly fixed polling); ``--flower``
+first measures it on a localhost SuperLink with 3 SuperNodes (benchmarks/flower_overhead.py:
+the same boosting and bagging over Flower and in-process, overhead per exchange).
 
 Results: benchmarks/results/federated_trees.json (``--quick`` writes nothing unless
 ``--output`` is given). Runs with OMP_NUM_THREADS=1 in about 5-6 minutes on two cores;
@@ -52,7 +53,7 @@ Results: benchmarks/results/federated_trees.json (``--quick`` writes nothing unl
 only) takes well under a minute.
 
     .venv/bin/python benchmarks/federated_trees.py [--seeds 3] [--secure-seeds 1] [--quick]
-        [--output PATH]
+        [--output PATH] [--flower]
 """
 
 from __future__ import annotations
@@ -499,7 +500,14 @@ def main() -> None:
                         help="time secure aggregation on the first N seeds (default 1)")
     parser.add_argument("--output", type=Path, default=None,
                         help=f"JSON path (default {RESULTS.relative_to(ROOT)}; none with --quick)")
+    parser.add_argument("--flower", action="store_true",
+                        help="also measure Flower's overhead on a localhost deployment "
+                             "(benchmarks/flower_overhead.py, ~2 min)")
     args = parser.parse_args()
+    if args.flower:
+        from flower_overhead import measure as flower_overhead
+
+        flower_overhead(secure=False)
     seeds = list(range(1 if args.quick else args.seeds))
     datasets = quick_datasets() if args.quick else DATASETS
     n_estimators = 30 if args.quick else BOOSTING["n_estimators"]
