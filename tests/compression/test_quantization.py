@@ -64,11 +64,12 @@ def _reference_static(step: QuantizedDense, x: np.ndarray) -> np.ndarray:
     out = []
     for j in range(step.n_outputs):
         c = j if step.scale.shape[0] > 1 else 0
-        acc = step.bias[j]
+        lanes = [f32(0.0)] * 4  # device mode's dot product: lane k % 4, then a fixed tree
         for k in range(len(x)):
             w = f32(int(step.weights[k, j]) - int(step.zero_point[c])) * step.scale[c]
-            acc = f32(acc + f32(x[k]) * w)
-        out.append(acc)
+            lanes[k % 4] = f32(lanes[k % 4] + f32(x[k]) * w)
+        acc = f32(f32(lanes[0] + lanes[1]) + f32(lanes[2] + lanes[3]))
+        out.append(f32(acc + step.bias[j]))
     return np.array(out, dtype=np.float32)
 
 

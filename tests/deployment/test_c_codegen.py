@@ -228,3 +228,44 @@ def test_a_step_without_c_code_fails_loudly(monkeypatch) -> None:
     )
     with pytest.raises(UnsupportedModelError, match="cannot emit"):
         emit_c(tiny_model(), "t")
+
+
+@pytest.mark.parametrize("name", ["mlp_multiclass_tanh", "sgd_log_multiclass", "ridge_multitarget"])
+@pytest.mark.parametrize("vectors", [True, False])
+def test_dot_products_equal_device_mode_with_and_without_vectors(
+    tmp_path: Path, name: str, vectors: bool
+) -> None:
+    """The GNU C vector dot products (SSE here) and the four scalar chains (every other
+    target, or -DFEDGE_NO_VECTORS) both give device mode's bits, and a layer whose input
+    count is not a multiple of 4 included."""
+    from fedge.deployment.verify import _split_output, harness_source
+    from fedge.ir import runtime
+
+    require_tool("gcc", "gcc")
+    c = case(name)
+    model = fedge.lower(c.estimator)
+    X = runtime.check_input(model, c.dataset.X_test, "device")
+    code = emit_c(model, "m")
+    assert "M_VECTORS" in code.source
+    (tmp_path / "m.h").write_text(code.header)
+    (tmp_path / "m.c").write_text(code.source)
+    (tmp_path / "main.c").write_text(harness_source(code))
+    flags = HOST_FLAGS if vectors else (*HOST_FLAGS, "-DFEDGE_NO_VECTORS")
+    exe = compile_c([tmp_path / "m.c", tmp_path / "main.c"], tmp_path / "h", flags=flags)
+    raw = subprocess.run([str(exe)], input=X.astype(np.float32).tobytes(), capture_output=True,
+                         check=True, timeout=60).stdout
+    got = _split_output(raw, code, X.shape[0])["scores"]
+    want = runtime.decision_function(model, X, mode="device").reshape(X.shape[0], -1)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_device_dot_product_order_in_c() -> None:
+    """1e8 and -1e8 share lane 0 and cancel; the 1s in lanes 1-3 survive (in input order
+    every 1 would be lost): the compiled C follows device mode's lanes, not input order."""
+    from fedge.deployment.verify import verify_c
+
+    step = Linear(weights=np.array([[1e8], [1.0], [1.0], [1.0], [-1e8]]), bias=np.zeros(1))
+    model = Model(steps=(step,), task=Task.REGRESSION, n_features=5, link=Link.IDENTITY)
+    report = verify_c(model, np.ones((3, 5)))
+    assert report.identical, report
+    assert fedge.predict(model, np.ones((1, 5)), mode="device").tolist() == [3.0]

@@ -3,6 +3,14 @@
 #include <math.h>
 #include "tiny.h"
 
+#if !defined(FEDGE_NO_VECTORS) && !defined(FEDGE_RD_F32) && defined(__GNUC__) && \
+    (defined(__SSE__) || defined(__ARM_NEON) || defined(__ARM_NEON__))
+#define TINY_VECTORS 1
+#include <string.h>
+typedef float tiny_v4 __attribute__((vector_size(16)));
+#else
+#define TINY_VECTORS 0
+#endif
 #ifndef FEDGE_CONST
 #define FEDGE_CONST static const
 #endif
@@ -66,17 +74,30 @@ void tiny_decision_function(const float *x, float *scores)
     long j, k, t;
     int nan;
     (void)a; (void)b; (void)j; (void)k; (void)t; (void)nan;
+#if TINY_VECTORS
     {
-        float acc0 = FEDGE_RD_F32(tiny_s0_b, 0);
-        for (k = 0; k < 2; ++k) {
-            float xk = x[k];
-            acc0 += xk * FEDGE_RD_F32(tiny_s0_w, k * 1 + 0);
-        }
+        tiny_v4 s0 = {0.0f, 0.0f, 0.0f, 0.0f};
+        s0[0] += x[0] * tiny_s0_w[0];
+        s0[1] += x[1] * tiny_s0_w[1];
         {
-            float acc = acc0;
+            float acc = ((s0[0] + s0[1]) + (s0[2] + s0[3])) + tiny_s0_b[0];
             a[0] = acc;
         }
     }
+#else
+    for (j = 0; j < 1; ++j) {
+        const long o = j * 2L;
+        float acc;
+        {
+            float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+            s0 += x[0] * FEDGE_RD_F32(tiny_s0_w, o + 0);
+            s1 += x[1] * FEDGE_RD_F32(tiny_s0_w, o + 1);
+            acc = (s0 + s1) + (s2 + s3);
+        }
+        acc += FEDGE_RD_F32(tiny_s0_b, j);
+        a[j] = acc;
+    }
+#endif
     for (j = 0; j < 1; ++j) scores[j] = a[j];
 }
 

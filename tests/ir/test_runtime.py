@@ -125,10 +125,16 @@ def test_mean_aggregation_and_tree_offsets() -> None:
     np.testing.assert_array_equal(fedge.predict(model, np.zeros((2, 3))), [[3.0, 3.0]] * 2)
 
 
-def test_device_mode_accumulates_in_input_order() -> None:
-    # 1 + 1e8 - 1e8 in float32 loses the 1 when summed in order; BLAS could reorder it.
-    step = Linear(weights=np.array([[1.0], [1e8], [-1e8]]), bias=np.zeros(1))
-    model = Model(steps=(step,), task=Task.REGRESSION, n_features=3, link=Link.IDENTITY)
-    X = np.ones((4, 3))
+def test_device_mode_accumulates_in_its_fixed_lane_order() -> None:
+    # Four partial sums, input k into lane k % 4, combined as ((l0 + l1) + (l2 + l3)) + b:
+    # 1e8 and -1e8 share lane 0 and cancel, the three 1s survive in lanes 1-3 (in input order
+    # every 1 would be lost against 1e8 in float32; BLAS could pick yet another order).
+    step = Linear(weights=np.array([[1e8], [1.0], [1.0], [1.0], [-1e8]]), bias=np.zeros(1))
+    model = Model(steps=(step,), task=Task.REGRESSION, n_features=5, link=Link.IDENTITY)
+    X = np.ones((4, 5))
+    assert fedge.predict(model, X, mode="device").tolist() == [3.0] * 4
+    assert fedge.predict(model, X).tolist() == [3.0] * 4
+    in_order = Linear(weights=np.array([[1.0], [1e8], [-1e8], [0.0], [1.0]]), bias=np.zeros(1))
+    model = Model(steps=(in_order,), task=Task.REGRESSION, n_features=5, link=Link.IDENTITY)
+    # lane 0: 1 + 1 = 2; lanes 1 and 2: 1e8 and -1e8; (2 + 1e8) + (-1e8 + 0) = 0 in float32
     assert fedge.predict(model, X, mode="device").tolist() == [0.0] * 4
-    assert fedge.predict(model, X).tolist() == [1.0] * 4

@@ -39,7 +39,10 @@ def test_linear_and_mlp_float(name: str, precision: str) -> None:
     report = tflite.verify_tflite(c.estimator, c.dataset.X_test, precision=precision)
     assert report.passed, str(report)
     if "probabilities" in report.outputs:
-        assert report.max_abs_error["probabilities"] <= tflite.FLOAT_PROBABILITY_ATOL
+        # The stated bound is worst case (1e-6 plus half of 1e-5 times the output layer's
+        # term magnitude, up to 2e-3 for the SGD models' large weights); the interpreter's
+        # order and fedge's lanes actually differ by a few float32 ulps of the probability.
+        assert report.max_abs_error["probabilities"] <= 1e-5
 
 
 @pytest.mark.parametrize("name", _LINEAR)

@@ -15,6 +15,7 @@ with PROGMEM), ``extern "C"`` guards, clean under ``-Wall -Wextra -Werror -pedan
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -159,6 +160,7 @@ class _Emitter:
         self.math: set[str] = set()  # device-math functions the code calls
         self.int_reads: set[str] = set()  # FEDGE_RD_I8 / FEDGE_RD_I16, when used
         self.half = False  # whether float16 tables (and the half-to-float helper) are used
+        self.vectors = False  # whether a dot product has a GNU C vector variant
 
     def name(self, step: int, what: str) -> str:
         return f"{self.p}_s{step}_{what}"
@@ -212,42 +214,103 @@ class _Emitter:
         )
 
     def dense(self, i: int, step: Linear | Dense, src: str, dst: str) -> None:
+        """Device mode's dot products (runtime ``_matmul``): per output, four partial sums,
+        lane ``l`` adding ``x[k] * w[j][k]`` for ``k = l, l + 4, ...`` in order, then
+        ``((l0 + l1) + (l2 + l3)) + b``. Weights are stored output-major so that each output's
+        are contiguous: hosts with SSE or NEON run the four lanes as one vector (GNU C vector
+        extension, same IEEE operations per lane, so the same bits; narrow layers advance
+        every output's vector in one pass over the inputs); others run four scalar chains
+        side by side."""
         w, b = self.name(i, "w"), self.name(i, "b")
-        # Row-major (n_inputs, n_outputs): acc = b; acc += x[k] * w[k][j] for k = 0.. in order.
-        wr, br = self.ftable(w, step.weights), self.ftable(b, step.bias)
-        act = step.activation if isinstance(step, Dense) else Activation.IDENTITY
         n_in, n_out = step.n_inputs, step.n_outputs
+        wr = self.ftable(w, np.ascontiguousarray(step.weights.T))
+        br = self.ftable(b, step.bias)
+        act = step.activation if isinstance(step, Dense) else Activation.IDENTITY
         finish = self.finish(act)
-        if n_out <= SCALAR_OUTPUTS:
-            # One register accumulator per output, all advanced in one pass over the inputs:
-            # each still adds its inputs in order k = 0, 1, ..., and the CPU overlaps them.
-            outs = range(n_out)
-            self.body.append(
-                "    {\n        float "
-                + ", ".join(f"acc{j} = {br}({b}, {j})" for j in outs)
-                + ";\n"
-                f"        for (k = 0; k < {n_in}; ++k) {{\n"
-                f"            float xk = {src}[k];\n"
-                + "".join(
-                    f"            acc{j} += xk * {wr}({w}, k * {n_out} + {j});\n" for j in outs
-                )
-                + "        }\n"
-                + "".join(
-                    f"        {{\n            float acc = acc{j};\n"
-                    f"            {dst}[{j}] = {finish};\n        }}\n"
-                    for j in outs
-                )
-                + "    }\n"
-            )
-            return
-        self.body.append(
+
+        def weight(k: str) -> str:
+            return f"{wr}({w}, o + {k})"
+
+        scalar = (
             f"    for (j = 0; j < {n_out}; ++j) {{\n"
-            f"        float acc = {br}({b}, j);\n"
-            f"        for (k = 0; k < {n_in}; ++k) {{\n"
-            f"            acc += {src}[k] * {wr}({w}, k * {n_out} + j);\n"
-            f"        }}\n"
+            f"        const long o = j * {n_in}L;\n        float acc;\n"
+            + _scalar_dot(n_in, lambda k: f"{src}[{k}]", weight)
+            + f"        acc += {br}({b}, j);\n"
             f"        {dst}[j] = {finish};\n"
             f"    }}\n"
+        )
+        if wr != "FEDGE_RD_F32":  # float16 tables are widened value by value
+            self.body.append(scalar)
+            return
+        self.vectors = True
+        vector = (
+            self._vector_narrow(src, dst, w, b, n_in, n_out, finish)
+            if n_out <= NARROW_OUTPUTS
+            else self._vector_wide(src, dst, w, b, n_in, n_out, finish)
+        )
+        self.body.append(f"#if {self.p.upper()}_VECTORS\n{vector}#else\n{scalar}#endif\n")
+
+    def _vector_wide(
+        self, src: str, dst: str, w: str, b: str, n_in: int, n_out: int, finish: str
+    ) -> str:
+        """One output at a time, its four lanes in one vector."""
+        full = n_in - n_in % 4
+        tail = "".join(
+            f"            s[{q}] += {src}[{full + q}] * {w}[o + {full + q}];\n"
+            for q in range(n_in % 4)
+        )
+        return (
+            f"    for (j = 0; j < {n_out}; ++j) {{\n"
+            f"        const long o = j * {n_in}L;\n        float acc;\n"
+            f"        {self.p}_v4 s = {{0.0f, 0.0f, 0.0f, 0.0f}}"
+            + (
+                ", xv, wv;\n"
+                f"        for (k = 0; k < {full}; k += 4) {{\n"
+                f"            memcpy(&xv, {src} + k, sizeof xv);\n"
+                f"            memcpy(&wv, {w} + o + k, sizeof wv);\n"
+                f"            s += xv * wv;\n        }}\n"
+                if full
+                else ";\n"
+            )
+            + f"{tail}"
+            f"        acc = ((s[0] + s[1]) + (s[2] + s[3])) + {b}[j];\n"
+            f"        {dst}[j] = {finish};\n"
+            f"    }}\n"
+        )
+
+    def _vector_narrow(
+        self, src: str, dst: str, w: str, b: str, n_in: int, n_out: int, finish: str
+    ) -> str:
+        """Every output's vector advanced in one pass over the inputs (independent chains)."""
+        full = n_in - n_in % 4
+        outs = range(n_out)
+        tail = "".join(
+            f"        s{j}[{q}] += {src}[{full + q}] * {w}[{j * n_in + full + q}];\n"
+            for j in outs
+            for q in range(n_in % 4)
+        )
+        ends = "".join(
+            f"        {{\n            float acc = ((s{j}[0] + s{j}[1]) + (s{j}[2] + s{j}[3])) "
+            f"+ {b}[{j}];\n            {dst}[{j}] = {finish};\n        }}\n"
+            for j in outs
+        )
+        return (
+            f"    {{\n        {self.p}_v4 "
+            + ", ".join(f"s{j} = {{0.0f, 0.0f, 0.0f, 0.0f}}" for j in outs)
+            + (
+                ", xv, wv;\n"
+                f"        for (k = 0; k < {full}; k += 4) {{\n"
+                f"            memcpy(&xv, {src} + k, sizeof xv);\n"
+                + "".join(
+                    f"            memcpy(&wv, {w} + {j * n_in} + k, sizeof wv);\n"
+                    f"            s{j} += xv * wv;\n"
+                    for j in outs
+                )
+                + "        }\n"
+                if full
+                else ";\n"
+            )
+            + f"{tail}{ends}    }}\n"
         )
 
     def quantized_dense(self, i: int, step: QuantizedDense, src: str, dst: str) -> None:
@@ -287,15 +350,15 @@ class _Emitter:
             else f"    for (j = 0; j < {n_out}; ++j) {{\n"
             f"        float acc = {dst}[j];\n        {dst}[j] = {finish};\n    }}\n"
         )
-        if step.input_bits == 0:
+        if step.input_bits == 0:  # dequantized weights in Dense's lanes and order
+
+            def weight(k: str) -> str:
+                return f"((float)(({wide}){rd}({w}, ({k}) * {n_out} + j){zp_of}) * {scale})"
+
             self.body.append(
-                f"    for (j = 0; j < {n_out}; ++j) {dst}[j] = FEDGE_RD_F32({b}, j);\n"
-                f"    for (k = 0; k < {n_in}; ++k) {{\n"
-                f"        float xk = {src}[k];\n"
-                f"        for (j = 0; j < {n_out}; ++j) {{\n"
-                f"            {dst}[j] += xk * ((float)({centred}) * {scale});\n"
-                f"        }}\n"
-                f"    }}\n{apply}"
+                f"    for (j = 0; j < {n_out}; ++j) {{\n        float acc;\n"
+                + _scalar_dot(n_in, lambda k: f"{src}[{k}]", weight)
+                + f"        {dst}[j] = acc + FEDGE_RD_F32({b}, j);\n    }}\n{apply}"
             )
             return
         # The exact integer sums need 127 * sum_k |w[k][j] - zp[j]| in the accumulator: `long`
@@ -502,6 +565,32 @@ class _Emitter:
         handler(i, step, src, dst)  # type: ignore[operator]
 
 
+def _scalar_dot(n_in: int, x: Callable[[str], str], w: Callable[[str], str]) -> str:
+    """Device mode's dot product as four scalar chains side by side (see
+    :meth:`_Emitter.dense`): ``acc = (l0 + l1) + (l2 + l3)``. ``x(k)`` and ``w(k)`` are C
+    expressions of input ``k`` and its weight for the output being computed."""
+    full = n_in - n_in % 4
+    lanes = range(4)
+    tail = "".join(
+        f"            s{q} += {x(str(full + q))} * {w(str(full + q))};\n"
+        for q in range(n_in % 4)
+    )
+    return (
+        "        {\n            float " + ", ".join(f"s{q} = 0.0f" for q in lanes) + ";\n"
+        + (
+            f"            for (k = 0; k < {full}; k += 4) {{\n"
+            + "".join(
+                f"                s{q} += {x(f'k + {q}')} * {w(f'k + {q}')};\n" for q in lanes
+            )
+            + "            }\n"
+            if full
+            else ""
+        )
+        + f"{tail}"
+        "            acc = (s0 + s1) + (s2 + s3);\n        }\n"
+    )
+
+
 def _split(info: _TreeInfo, var: str, load: str, indent: str, nan_free: bool = False) -> str:
     """Statements deciding ``go_left`` at node ``g`` for the input value ``load``, without a
     branch: a NaN fails every comparison, so the missing-value rule is or-ed in (left out
@@ -696,7 +785,8 @@ def emit_c(model: Model, prefix: str = "model", *, layout: str = "table") -> CSo
         f"/* Generated by fedge from {_source_name(model)}. Do not edit. */\n"
         + ("#include <stdint.h>\n" if em.half or math else "")  # half; exp's bit scaling
         + f'#include <math.h>\n#include "{p}.h"\n\n'
-        "#ifndef FEDGE_CONST\n#define FEDGE_CONST static const\n#endif\n"
+        + (_vector_prelude(p) if em.vectors else "")
+        + "#ifndef FEDGE_CONST\n#define FEDGE_CONST static const\n#endif\n"
         + "".join(
             f"#ifndef {m}\n#define {m}(table, i) ((table)[i])\n#endif\n"
             for m in (
@@ -717,6 +807,20 @@ def emit_c(model: Model, prefix: str = "model", *, layout: str = "table") -> CSo
     )
     header = _header(model, p, P, n_out, n_classes, has_proba, classification)
     return CSource(p, header, source, model.n_features, n_out, n_classes, has_proba, model.task)
+
+
+def _vector_prelude(p: str) -> str:
+    """``<P>_VECTORS``: dot products as GNU C vectors on hosts with SSE or NEON (4 floats, one
+    IEEE operation per lane: the scalar code's bits). Off where tables are read through a
+    user's ``FEDGE_RD_F32`` (AVR's flash), and with ``-DFEDGE_NO_VECTORS``."""
+    P = p.upper()
+    return (
+        f"#if !defined(FEDGE_NO_VECTORS) && !defined(FEDGE_RD_F32) && defined(__GNUC__) && \\\n"
+        f"    (defined(__SSE__) || defined(__ARM_NEON) || defined(__ARM_NEON__))\n"
+        f"#define {P}_VECTORS 1\n#include <string.h>\n"
+        f"typedef float {p}_v4 __attribute__((vector_size(16)));\n"
+        f"#else\n#define {P}_VECTORS 0\n#endif\n"
+    )
 
 
 def _predict_label(model: Model, p: str, n_out: int, n_classes: int) -> str:
@@ -746,7 +850,7 @@ def _argmax(n: int) -> str:
 
 
 TREE_LANES = 8  # trees one row walks side by side
-SCALAR_OUTPUTS = 8  # layers this narrow keep one register accumulator per output
+NARROW_OUTPUTS = 8  # dense layers this narrow advance every output's vector in one pass
 BLOCK = 32  # rows a batch walks through each tree together (a multiple of the lanes)
 
 
