@@ -330,6 +330,47 @@ def _pos_label(classes: np.ndarray | None, pos_label: Any) -> Any:
     return classes[-1]  # the column predict_proba puts second
 
 
+def _curves_figure(
+    scores: Mapping[str, tuple[Any, Any]],
+    pos_label: Any,
+    curve: Any,
+    value_name: str,
+    what: str,
+    hint: str,
+    hovertemplate: str,
+    line: dict[str, Any],
+    default_pos: Any = None,
+) -> Any:
+    """One line per model from ``curve(y_true, y_score, pos, micro)`` -> (x, y, value);
+    ``micro`` asks for the micro-average one-vs-rest of 2-D multiclass scores."""
+    go = require_plotly()
+    fig = go.Figure()
+    for i, (name, y_true, y_score) in enumerate(_curve_inputs(scores)):
+        t, s, micro, classes = _binary_or_micro(name, y_true, y_score)
+        pos = None
+        if not micro:
+            pos = _pos_label(classes, pos_label)
+            if pos is None:
+                pos = default_pos
+        try:
+            x, y, value = curve(t, s, pos, micro)
+        except ValueError as exc:
+            raise InvalidInputError(f"{name}: cannot compute {what} ({exc}); {hint}") from exc
+        kind = "micro-average one-vs-rest, " if micro else ""
+        fig.add_trace(
+            go.Scatter(
+                name=f"{name} ({kind}{value_name} = {value:.3f})",
+                x=x.tolist(),
+                y=y.tolist(),
+                mode="lines",
+                line={"color": colour(i), **line},
+                meta=value,
+                hovertemplate=hovertemplate,
+            )
+        )
+    return fig
+
+
 def roc_curves_figure(
     scores: Mapping[str, tuple[Any, Any]],
     pos_label: Any = None,
@@ -364,35 +405,18 @@ def roc_curves_figure(
     from sklearn.metrics import auc as area
     from sklearn.metrics import roc_auc_score, roc_curve
 
+    def roc(t: np.ndarray, s: np.ndarray, pos: Any, micro: bool) -> tuple[Any, Any, float]:
+        if micro:
+            fpr, tpr, _ = roc_curve(t.ravel(), s.ravel())
+            return fpr, tpr, float(roc_auc_score(t, s, average="micro"))
+        fpr, tpr, _ = roc_curve(t, s, pos_label=pos)
+        return fpr, tpr, float(area(fpr, tpr))
+
     go = require_plotly()
-    fig = go.Figure()
-    for i, (name, y_true, y_score) in enumerate(_curve_inputs(scores)):
-        t, s, micro, classes = _binary_or_micro(name, y_true, y_score)
-        try:
-            if micro:
-                fpr, tpr, _ = roc_curve(t.ravel(), s.ravel())
-                auc = float(roc_auc_score(t, s, average="micro"))
-                label = f"{name} (micro-average one-vs-rest, AUC = {auc:.3f})"
-            else:
-                pos = _pos_label(classes, pos_label)
-                fpr, tpr, _ = roc_curve(t, s, pos_label=pos)
-                auc = float(area(fpr, tpr))
-                label = f"{name} (AUC = {auc:.3f})"
-        except ValueError as exc:
-            raise InvalidInputError(
-                f"{name}: cannot compute the ROC curve ({exc}); for string labels pass pos_label"
-            ) from exc
-        fig.add_trace(
-            go.Scatter(
-                name=label,
-                x=fpr.tolist(),
-                y=tpr.tolist(),
-                mode="lines",
-                line={"color": colour(i)},
-                meta=auc,
-                hovertemplate="FPR %{x:.3f}<br>TPR %{y:.3f}",
-            )
-        )
+    fig = _curves_figure(
+        scores, pos_label, roc, "AUC", "the ROC curve", "for string labels pass pos_label",
+        "FPR %{x:.3f}<br>TPR %{y:.3f}", {},
+    )
     fig.add_trace(
         go.Scatter(
             name="chance",
@@ -441,38 +465,18 @@ def precision_recall_figure(
     """
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
-    go = require_plotly()
-    fig = go.Figure()
-    for i, (name, y_true, y_score) in enumerate(_curve_inputs(scores)):
-        t, s, micro, classes = _binary_or_micro(name, y_true, y_score)
-        try:
-            if micro:
-                precision, recall, _ = precision_recall_curve(t.ravel(), s.ravel())
-                ap = float(average_precision_score(t, s, average="micro"))
-                label = f"{name} (micro-average one-vs-rest, AP = {ap:.3f})"
-            else:
-                pos = _pos_label(classes, pos_label)
-                if pos is None:
-                    pos = 1
-                precision, recall, _ = precision_recall_curve(t, s, pos_label=pos)
-                ap = float(average_precision_score(t, s, pos_label=pos))
-                label = f"{name} (AP = {ap:.3f})"
-        except ValueError as exc:
-            raise InvalidInputError(
-                f"{name}: cannot compute the precision-recall curve ({exc}); for labels other "
-                "than {0, 1} pass pos_label"
-            ) from exc
-        fig.add_trace(
-            go.Scatter(
-                name=label,
-                x=recall.tolist(),
-                y=precision.tolist(),
-                mode="lines",
-                line={"color": colour(i), "shape": "hv"},
-                meta=ap,
-                hovertemplate="recall %{x:.3f}<br>precision %{y:.3f}",
-            )
-        )
+    def pr(t: np.ndarray, s: np.ndarray, pos: Any, micro: bool) -> tuple[Any, Any, float]:
+        if micro:
+            precision, recall, _ = precision_recall_curve(t.ravel(), s.ravel())
+            return recall, precision, float(average_precision_score(t, s, average="micro"))
+        precision, recall, _ = precision_recall_curve(t, s, pos_label=pos)
+        return recall, precision, float(average_precision_score(t, s, pos_label=pos))
+
+    fig = _curves_figure(
+        scores, pos_label, pr, "AP", "the precision-recall curve",
+        "for labels other than {0, 1} pass pos_label", "recall %{x:.3f}<br>precision %{y:.3f}",
+        {"shape": "hv"}, default_pos=1,
+    )
     return _layout(
         fig,
         title,
