@@ -8,14 +8,24 @@ figure containers deterministically, so the same inputs give the same bytes.
 from __future__ import annotations
 
 import html
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fedge.visualization._common import require_plotly
 
-__all__ = ["FIGURE_CLASS", "PLOT_CONFIG", "Section", "figure_html", "render_page", "slug"]
+__all__ = [
+    "FIGURE_CLASS",
+    "PLOT_CONFIG",
+    "Section",
+    "figure_html",
+    "render_page",
+    "slug",
+    "write_page",
+]
 
 #: Every figure container carries this class (and ``data-title``): the browser test counts them.
 FIGURE_CLASS = "fedge-figure"
@@ -125,3 +135,14 @@ def render_page(
         + "".join(blocks)
         + "</main></body></html>\n"
     )
+
+
+def write_page(path: str | os.PathLike[str], page: str) -> Path:
+    """Write ``page`` to ``path`` (UTF-8, parents created) through a temporary file renamed
+    into place, so a crash never leaves half a page where a good one was."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+    return out

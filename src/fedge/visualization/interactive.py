@@ -25,7 +25,7 @@ from fedge.visualization._common import (
     non_empty,
     require_plotly,
 )
-from fedge.visualization._html import Section, figure_html, render_page, slug
+from fedge.visualization._html import Section, figure_html, render_page, slug, write_page
 
 __all__ = [
     "InteractiveDashboard",
@@ -781,18 +781,15 @@ class InteractiveDashboard:
         return render_page(self.title, sections, subtitle=self.subtitle)
 
     def save_dashboard(self, path: str | os.PathLike[str]) -> Path:
-        """Write :meth:`to_html` to ``path`` (UTF-8, parents created); return the path.
+        """Write :meth:`to_html` to ``path`` (UTF-8, parents created, replaced atomically);
+        return the path.
 
         Raises
         ------
         InvalidInputError
             If the dashboard has no figures.
         """
-        page = self.to_html()
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(page, encoding="utf-8")
-        return out
+        return write_page(path, self.to_html())
 
     def to_fragment(self, include_plotlyjs: bool = False) -> str:
         """The dashboard's figures as ``<div>`` elements to embed in another page.

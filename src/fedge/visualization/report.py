@@ -22,7 +22,7 @@ from typing import Any
 from fedge.demo import RUN_FILE
 from fedge.errors import InvalidInputError, ModelFormatError
 from fedge.visualization import performance_viz as perf
-from fedge.visualization._html import Section, render_page
+from fedge.visualization._html import Section, render_page, write_page
 
 __all__ = [
     "HISTORY_FILES",
@@ -357,10 +357,4 @@ def build_report(run_dir: str | Path, *, title: str | None = None) -> str:
 
 def write_report(run_dir: str | Path, output: str | Path, *, title: str | None = None) -> Path:
     """Write :func:`build_report` of ``run_dir`` to ``output`` (atomically); return its path."""
-    page = build_report(run_dir, title=title)
-    path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_page(output, build_report(run_dir, title=title))
