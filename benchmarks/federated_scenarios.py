@@ -65,7 +65,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402 (after the thread settings above)
 import cProfile  # noqa: E402
 import io  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import pstats  # noqa: E402
@@ -101,7 +100,7 @@ from fedge.federated import (  # noqa: E402
     simulate,
 )
 from fedge.federated.training import init_parameters, train  # noqa: E402
-from provenance import ROOT, json_default, provenance  # noqa: E402
+from provenance import ROOT, provenance, write_json  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "federated_scenarios.json"
 TEST_FRACTION = 0.2
@@ -702,8 +701,7 @@ def main() -> None:
         "verdicts": verdicts,
         "total_seconds": total,
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=1, default=json_default) + "\n")
+    write_json(output, report)
     console.print(f"wrote {output}")
 
 

@@ -64,7 +64,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402 (after the thread settings above)
-import json  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -102,7 +101,7 @@ BOOSTING = dict(
     n_estimators=100, max_depth=4, learning_rate=0.1, reg_lambda=1.0, min_child_weight=1.0,
     gamma=0.0, min_samples_leaf=1, max_bins=255,
 )
-from provenance import ROOT, json_default, provenance  # noqa: E402
+from provenance import ROOT, provenance, write_json  # noqa: E402
 
 GRID_SIZE = 4096
 FOREST_TREES = 20  # per client; the pooled reference forest has N_CLIENTS times as many
@@ -564,8 +563,7 @@ def main() -> None:
         "verdicts": verdicts,
         "total_seconds": total,
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=1, default=json_default) + "\n")
+    write_json(output, report)
     console.print(f"wrote {output}")
 
 

@@ -25,7 +25,6 @@ flower_overhead.json.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from provenance import ROOT, json_default, provenance
+from provenance import ROOT, provenance, write_json
 
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 from flower_cluster import BIN, Cluster
@@ -183,12 +182,11 @@ def measure(*, secure: bool = False, output: Path | None = RESULTS) -> dict[str,
     for r in results.values():
         r["flower"].pop("log")
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps({
+        write_json(output, {
             "results": results, "cluster_start_s": up,
             "provenance": provenance(sorted((ROOT / "src" / "fedge" / "federated")
                                             .glob("flower*.py")), ("flwr",)),
-        }, indent=1, default=json_default) + "\n")
+        })
         print(f"results: {output}")
     return results
 

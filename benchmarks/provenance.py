@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
@@ -59,3 +60,11 @@ def json_default(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write a benchmark's results as indented JSON (numpy values through
+    :func:`json_default`), creating the directory; return the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, default=json_default) + "\n")
+    return path

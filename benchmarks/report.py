@@ -22,7 +22,6 @@ not measured). Results: benchmarks/results/report.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from provenance import ROOT, json_default, provenance
+from provenance import ROOT, provenance, write_json
 
 RESULTS = ROOT / "benchmarks" / "results" / "report.json"
 GOALS = {"demo_s": 300.0, "generation_s": 5.0, "html_mb": 10.0, "load_s": 5.0}
@@ -93,8 +92,7 @@ def main() -> None:
           f"{last.rendered}; console errors {len(last.console_errors)}, page errors "
           f"{len(last.page_errors)}")
 
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({
+    write_json(args.output, {
         "measured": measured,
         "goals": GOALS,
         "generation_runs_s": gen,
@@ -108,7 +106,7 @@ def main() -> None:
             sorted((ROOT / "src" / "fedge" / "visualization").glob("*.py")),
             packages=("plotly", "matplotlib", "kaleido", "playwright"),
         ),
-    }, indent=1, default=json_default) + "\n")
+    })
     print(f"results: {args.output}")
     tmp.cleanup()
 
