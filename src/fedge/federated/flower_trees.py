@@ -211,6 +211,16 @@ class RemoteHistogramClient(HistogramClient):
         return int(self.info.n_features)
 
     # -- the wire -----------------------------------------------------------------------
+    def record(self, ask: Any) -> list[Call]:
+        """The requests ``ask(self)`` makes, recorded instead of sent (the caller sends them
+        to every participant in one exchange)."""
+        self._recorded = []
+        try:
+            ask(self)
+        finally:
+            recorded, self._recorded = self._recorded, None
+        return recorded
+
     def _one_way(self, method: str, config: dict[str, Any] | None = None,
                  arrays: dict[str, np.ndarray] | None = None) -> None:
         if self._recorded is None:
@@ -335,11 +345,7 @@ class FlowerHistGradientBoosting(FederatedHistGradientBoosting):
         clients = [self._clients[c] for c in ids]
         requests = []
         for client in clients:
-            client._recorded = []
-            try:
-                ask(client)
-            finally:
-                recorded, client._recorded = client._recorded, None
+            recorded = client.record(ask)
             if recorded and recorded[0][0] == "label_counts" and \
                     recorded[0][1]["classes"] == "null" and self.target_bound is None:
                 recorded.append(("target_exponent", {}, {}))  # asked next: fetch it now
@@ -367,14 +373,7 @@ class FlowerHistGradientBoosting(FederatedHistGradientBoosting):
                 f"{what}: secure aggregation needs at least two clients per sum, "
                 f"{len(clients)} left"
             )
-        calls: list[Call] = []
-        for client in clients:
-            client._recorded = []
-            try:
-                ask(client)
-            finally:
-                recorded, client._recorded = client._recorded, None
-            calls.append(recorded[0])
+        calls = [client.record(ask)[0] for client in clients]
         settings = self._sum_config(len(clients), 1)
         transport = clients[0].transport
         messages = {}
