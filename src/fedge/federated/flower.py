@@ -80,6 +80,7 @@ __all__ = [
     "client_from_node_config",
     "content_to_instructions",
     "content_to_update",
+    "federation",
     "instructions_to_content",
     "read_node_table",
     "run_on_superlink",
@@ -970,6 +971,24 @@ def _parse_classes(text: str) -> list[Any] | None:
     return out
 
 
+def federation(
+    cfg: Mapping[str, Any], nodes: Mapping[str, NodeInfo], *, infer_classes: bool = True
+) -> tuple[int, list[Any] | None]:
+    """What the introduced nodes share: their feature count, and the label set (the run
+    config's ``classes``; else, with ``infer_classes``, the union of the nodes' labels when
+    every node holds labels; None: regression). Raises when no node answered or the nodes
+    disagree on the number of features."""
+    if not nodes:
+        raise InvalidInputError("no SuperNode answered: nothing to federate")
+    widths = {info.n_features for info in nodes.values()}
+    if len(widths) != 1:
+        raise InvalidInputError(f"the clients disagree on the number of features: {widths}")
+    classes = _parse_classes(str(cfg["classes"]))
+    if classes is None and infer_classes and all(info.labels for info in nodes.values()):
+        classes = sorted({label for info in nodes.values() for label in info.labels})
+    return widths.pop(), classes
+
+
 def server_from_run_config(
     run_config: Mapping[str, Any], nodes: Mapping[str, NodeInfo]
 ) -> Any:
@@ -980,16 +999,8 @@ def server_from_run_config(
     from fedge.federated.server import FederatedServer
 
     cfg = {**RUN_CONFIG_DEFAULTS, **dict(run_config)}
-    if not nodes:
-        raise InvalidInputError("no SuperNode answered: nothing to federate")
-    widths = {info.n_features for info in nodes.values()}
-    if len(widths) != 1:
-        raise InvalidInputError(f"the clients disagree on the number of features: {widths}")
-    classes = _parse_classes(str(cfg["classes"]))
-    labelled = [info for info in nodes.values() if info.labels]
-    classify = classes is not None or (len(labelled) == len(nodes) and cfg["model"] != "linear")
-    if classify and classes is None:
-        classes = sorted({label for info in nodes.values() for label in info.labels})
+    n_features, classes = federation(cfg, nodes, infer_classes=cfg["model"] != "linear")
+    classify = classes is not None
     seed = int(cfg["seed"])
     rounds = int(cfg["rounds"])
     privacy = None
@@ -1011,7 +1022,7 @@ def server_from_run_config(
         _estimator(str(cfg["model"]), int(cfg["hidden"]), seed, classify=classify),
         str(cfg["strategy"]),
         classes=classes if classify else None,
-        n_features=widths.pop(),
+        n_features=n_features,
         strategy_options={"fraction_fit": float(cfg["fraction-fit"])},
         privacy=privacy,
         clients=sorted(nodes),

@@ -28,10 +28,10 @@ from fedge.federated.flower import (
     FlowerProtocolError,
     FlowerTransport,
     NodeInfo,
-    _parse_classes,
     _record,
     _reply_content,
     client_app,
+    federation,
     read_node_table,
 )
 from fedge.federated.trees_bagging import client_seeds, combine_tree_models, fit_client_trees
@@ -75,24 +75,19 @@ class BaggingRun:
 
 
 def _settings(cfg: Mapping[str, Any], nodes: Mapping[str, NodeInfo]) -> dict[str, Any]:
-    classes = _parse_classes(str(cfg["classes"]))
-    if classes is None and all(info.labels for info in nodes.values()):
-        classes = sorted({label for info in nodes.values() for label in info.labels})
+    n_features, classes = federation(cfg, nodes)
     if classes is not None and len(classes) < 2:
         raise InvalidInputError(f"bagging a classifier needs at least two labels, got {classes}")
     weights = str(cfg["bagging-weights"])
     if weights not in ("rows", "equal"):
         raise InvalidInputError(f"bagging-weights must be 'rows' or 'equal', got {weights!r}")
-    widths = {info.n_features for info in nodes.values()}
-    if len(widths) != 1:
-        raise InvalidInputError(f"the clients disagree on the number of features: {widths}")
     return {
         "classes": classes,
         "n_estimators": int(cfg["n-estimators"]),
         "max_depth": int(cfg["max-depth"]),
         "weights": weights,
         "seed": int(cfg["seed"]),
-        "n_features": widths.pop(),
+        "n_features": n_features,
     }
 
 
@@ -100,8 +95,6 @@ def run_bagging(
     transport: FlowerTransport, cfg: Mapping[str, Any], nodes: Mapping[str, NodeInfo]
 ) -> BaggingRun:
     """The ServerApp's bagging run (``model = "bagging"``): one exchange, then the join."""
-    if not nodes:
-        raise InvalidInputError("no SuperNode answered: nothing to federate")
     s = _settings(cfg, nodes)
     ids = sorted(nodes)
     seeds = client_seeds(s["seed"], len(ids))

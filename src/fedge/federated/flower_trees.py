@@ -52,11 +52,11 @@ from fedge.federated.flower import (
     _decode_keys,
     _dump_private,
     _encode_keys,
-    _parse_classes,
     _record,
     _reply_content,
     _state_set,
     client_app,
+    federation,
     read_node_table,
 )
 from fedge.federated.trees_histogram import (
@@ -471,15 +471,8 @@ def hist_gbdt_from_run_config(
     from fedge.federated.flower import RUN_CONFIG_DEFAULTS
 
     cfg = {**RUN_CONFIG_DEFAULTS, **dict(run_config)}
-    if not nodes:
-        raise InvalidInputError("no SuperNode answered: nothing to federate")
-    classes = _parse_classes(str(cfg["classes"]))
-    if classes is None and all(info.labels for info in nodes.values()):
-        classes = sorted({label for info in nodes.values() for label in info.labels})
-    widths = {info.n_features for info in nodes.values()}
-    if len(widths) != 1:
-        raise InvalidInputError(f"the clients disagree on the number of features: {widths}")
-    bounds = parse_feature_range(str(cfg["feature-range"]), widths.pop())
+    n_features, classes = federation(cfg, nodes)
+    bounds = parse_feature_range(str(cfg["feature-range"]), n_features)
     secure = str(cfg["secure-aggregation"]).strip() or None
     if secure is not None and bounds is None:
         raise InvalidInputError(
