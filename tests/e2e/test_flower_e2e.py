@@ -79,6 +79,21 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.stdout.close()
 
 
+def _federate_to_end(
+    cluster: Cluster, output: Path, rounds: int, *extra: str, budget: float
+) -> str:
+    """``fedge federate --engine flower`` until it exits (within ``budget`` seconds, else
+    killed): its output, after asserting it succeeded."""
+    start = time.monotonic()
+    proc = _federate(cluster, output, rounds, *extra)
+    try:
+        text = "".join(_lines(proc, start + budget))
+        assert proc.wait(30) == 0, text
+    finally:
+        _stop(proc)
+    return text
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("flower")
@@ -94,13 +109,7 @@ def cluster(tmp_path_factory):
 
 
 def test_flower_run_equals_in_process_run(cluster, tmp_path):
-    start = time.monotonic()
-    proc = _federate(cluster, tmp_path / "out", RUN["rounds"])
-    try:
-        text = "".join(_lines(proc, start + 150))
-        assert proc.wait(30) == 0, text
-    finally:
-        _stop(proc)
+    text = _federate_to_end(cluster, tmp_path / "out", RUN["rounds"], budget=150)
     assert "round 3: 3/3 clients" in text
     got = np.load(tmp_path / "out" / "parameters.npz")
     got = [got[f"arr_{i}"] for i in range(len(got.files))]
@@ -124,14 +133,8 @@ def test_flower_hist_boosting_equals_in_process_run(cluster, tmp_path):
     from fedge.federated.flower_trees import histogram_client_from_node_config
     from fedge.federated.trees_histogram import FederatedHistGradientBoosting
 
-    start = time.monotonic()
-    proc = _federate(cluster, tmp_path / "out", 2, "--model", "hist-gbdt", "--max-depth", "2",
-                     "--lr", "0.3", "--bins", "16")
-    try:
-        text = "".join(_lines(proc, start + 150))
-        assert proc.wait(30) == 0, text
-    finally:
-        _stop(proc)
+    text = _federate_to_end(cluster, tmp_path / "out", 2, "--model", "hist-gbdt",
+                            "--max-depth", "2", "--lr", "0.3", "--bins", "16", budget=150)
     assert "tree 2: 3 clients" in text, text
     reference = FederatedHistGradientBoosting(
         classes=[0, 1], n_estimators=2, max_depth=2, learning_rate=0.3, max_bins=16
@@ -158,14 +161,8 @@ def test_flower_bagging_equals_in_process_bagging(cluster, tmp_path):
     from fedge.federated.trees_bagging import federated_bagging
     from fedge.ir import runtime
 
-    start = time.monotonic()
-    proc = _federate(cluster, tmp_path / "out", 1, "--model", "bagging", "--trees", "5",
-                     "--max-depth", "4")
-    try:
-        text = "".join(_lines(proc, start + 120))
-        assert proc.wait(30) == 0, text
-    finally:
-        _stop(proc)
+    text = _federate_to_end(cluster, tmp_path / "out", 1, "--model", "bagging", "--trees", "5",
+                            "--max-depth", "4", budget=120)
     assert "bagged the trees of 3 clients" in text, text
     tables = sorted((read_node_table(cfg) for cfg in cluster.configs), key=lambda t: t[2])
     reference = federated_bagging(
@@ -182,14 +179,8 @@ def test_flower_secure_round_equals_in_process_run(cluster, tmp_path):
     """One round of logistic regression through SecAgg+ over the real SuperLink: training and
     the four protocol stages as four exchanges (the stages histogram sums also use); the model
     equals the in-process secure round (fixed point: 1e-6)."""
-    start = time.monotonic()
-    proc = _federate(cluster, tmp_path / "out", 1, "--secure-aggregation", "secagg+",
-                     "--secure-clip", "100")
-    try:
-        text = "".join(_lines(proc, start + 120))
-        assert proc.wait(30) == 0, text
-    finally:
-        _stop(proc)
+    text = _federate_to_end(cluster, tmp_path / "out", 1, "--secure-aggregation", "secagg+",
+                            "--secure-clip", "100", budget=120)
     assert "round 1: 3/3 clients" in text, text
     got = np.load(tmp_path / "out" / "parameters.npz")
     got = [got[f"arr_{i}"] for i in range(len(got.files))]
@@ -217,14 +208,10 @@ def test_flower_secure_hist_boosting_equals_in_process_run(cluster, tmp_path, ca
     bounds = tmp_path / "bounds.csv"
     bounds.write_text("feature,min,max\n" + "".join(f"{c},-5,5\n" for c in "abcd"))
     start = time.monotonic()
-    proc = _federate(cluster, tmp_path / "out", 1, "--model", "hist-gbdt", "--max-depth", "1",
-                     "--lr", "0.3", "--bins", "8", "--secure-aggregation", "secagg+",
-                     "--feature-range", str(bounds))
-    try:
-        text = "".join(_lines(proc, start + 240))
-        assert proc.wait(30) == 0, text
-    finally:
-        _stop(proc)
+    text = _federate_to_end(cluster, tmp_path / "out", 1, "--model", "hist-gbdt",
+                            "--max-depth", "1", "--lr", "0.3", "--bins", "8",
+                            "--secure-aggregation", "secagg+", "--feature-range", str(bounds),
+                            budget=240)
     assert "tree 1: 3 clients" in text, text
     reference = FederatedHistGradientBoosting(
         classes=[0, 1], n_estimators=1, max_depth=1, learning_rate=0.3, max_bins=8,
