@@ -88,7 +88,6 @@ REQUESTS = ("sketch", "grid_counts", "label_counts", "target_exponent", "target_
             "histograms")
 HIST_STATE = "fedge.hist"
 SUM_SHAPE = "fedge.hist.shape"  # a secure sum's reply: the shape of the (kept) answer
-_SUM_FIELDS = ("threshold", "neighbours", "bound", "round_id", "round_seed")
 _SPLITS = ("is_split", "feature", "edge", "missing_left", "left", "right")
 
 Call = tuple[str, dict[str, Any], dict[str, np.ndarray]]
