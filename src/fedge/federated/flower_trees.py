@@ -33,9 +33,12 @@ is out of that sum and lost for the run, and the round restarts without it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -362,10 +365,6 @@ class FlowerHistGradientBoosting(FederatedHistGradientBoosting):
     def _secure_collect(self, what: str, participants: list[str],
                         ask: Any) -> tuple[np.ndarray, dict]:
         """One secure sum of the participants' answers to ``ask`` (see the module docstring)."""
-        import dataclasses
-        import time
-        from collections import Counter
-
         clients = [self._clients[c] for c in participants if self._clients[c].lost is None]
         if len(clients) < 2:
             raise SecureAggregationError(
