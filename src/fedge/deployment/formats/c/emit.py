@@ -1,8 +1,10 @@
 """Emit standalone C99 from an IR model: a header and a source file.
 
 The generated code computes exactly what :mod:`fedge.ir.runtime` computes in
-``device`` mode: float32 inputs and arithmetic, one input at a time into each
-accumulator, trees added in order, fedge's own exp (:mod:`fedge.ir.devicemath`).
+``device`` mode: float32 inputs and arithmetic, dot products in four interleaved lanes,
+trees added in order, fedge's own exp (:mod:`fedge.ir.devicemath`). On hosts with GNU C
+vectors, small trees are evaluated by bitvectors (:mod:`.bitvector_trees`): the same
+leaves, added in the same order.
 Compiled with ``-ffp-contract=off`` (no fused multiply-add) it reproduces
 device mode bit for bit.
 
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedge.deployment.formats.c import bitvector_trees as bitvec
 from fedge.deployment.formats.c.tree_tables import compact_trees, unsigned_type
 from fedge.errors import InvalidInputError, UnsupportedModelError
 from fedge.ir import devicemath
@@ -143,6 +146,7 @@ class _TreeInfo:
     src: str  # buffer the ensemble reads its input from
     names: str  # prefix of the ensemble's table names
     leaf_rd: str = "FEDGE_RD_F32"  # read macro of leaves and base score (float16: 16 bits)
+    bitvectors: str = ""  # the 8-row bitvector function used under <P>_VECTORS, if any
 
     def step_name(self, what: str) -> str:
         return f"{self.names}{what}"
@@ -161,6 +165,7 @@ class _Emitter:
         self.int_reads: set[str] = set()  # FEDGE_RD_I8 / FEDGE_RD_I16, when used
         self.half = False  # whether float16 tables (and the half-to-float helper) are used
         self.vectors = False  # whether a dot product has a GNU C vector variant
+        self.bitvectors = False  # whether an ensemble is evaluated by bitvectors on hosts
 
     def name(self, step: int, what: str) -> str:
         return f"{self.p}_s{step}_{what}"
@@ -417,23 +422,28 @@ class _Emitter:
             n(i, "leaves"), tables.leaves.astype(np.float16) if half else tables.leaves
         )
         base_text, _ = self.ftable_text(n(i, "base"), step.base_score)
-        self.tables += [
+        walk_tables = [
             _table(n(i, "node_base"), base_type, tables.node_base),
             _table(n(i, "roots"), ref_type, tables.roots),
             _table(n(i, "feature"), feat_type, tables.feature),
             _table(n(i, "threshold"), "float", tables.threshold),
             _table(n(i, "child"), ref_type, tables.child),
-            leaf_text,
-            _table(n(i, "offset"), off_type, step.tree_offset),
-            base_text,
         ]
         if tables.missing_bit:
             mask = tables.missing_bit - 1
             missing = f"(int)(fm >> {tables.missing_bit.bit_length() - 1})"
         else:
             mask = (1 << 32) - 1
-            self.tables.append(_table(n(i, "missing_left"), "unsigned char", tables.missing_left))
+            walk_tables.append(_table(n(i, "missing_left"), "unsigned char", tables.missing_left))
             missing = f"(int)FEDGE_RD_U8({n(i, 'missing_left')}, g)"
+        # Hosts with GNU C vectors evaluate small trees by bitvectors; others walk the nodes.
+        bv = bitvec.bitvector_trees(step, tables.leaf_row)
+        V = f"{self.p.upper()}_VECTORS"
+        if bv is not None:
+            walk_tables = [f"#if !{V}\n", *walk_tables, "#else\n"]
+            walk_tables += [*bitvec.bitvector_tables(bv, lambda w: n(i, w), _table), "#endif\n"]
+        offsets = _table(n(i, "offset"), off_type, step.tree_offset)
+        self.tables += [*walk_tables, leaf_text, offsets, base_text]
         cmp = "<=" if step.comparison is Comparison.LE else "<"
         info = _TreeInfo(
             i,
@@ -449,6 +459,7 @@ class _Emitter:
             src,
             n(i, ""),
             leaf_rd,
+            n(i, "bits_rows") if bv is not None and i == len(self.model.steps) - 1 else "",
         )
         self.last_tree = info
         width, lim = step.leaf_width, f"{tables.limit}u"
@@ -461,8 +472,7 @@ class _Emitter:
             f"{leaf_rd}({leaves}, (c{q} - {lim}) * {width} + k);\n"
             for q in tl
         )
-        self.body.append(
-            f"{start}"
+        walk = (
             f"    nan = 0;  /* rows without NaN take the walk without missing-value rules */\n"
             f"    for (k = 0; k < {step.n_features}; ++k) nan |= {src}[k] != {src}[k];\n"
             f"    for (t = 0; t + {TREE_LANES} <= {step.n_trees}; t += {TREE_LANES}) {{\n"
@@ -494,8 +504,19 @@ class _Emitter:
             f"        for (k = 0; k < {width}; ++k) {{\n"
             f"            {dst}[out + k] += {leaf_rd}({leaves}, ref * {width} + k);\n"
             f"        }}\n"
-            f"    }}\n{finish}"
+            f"    }}\n"
         )
+        if bv is None:
+            self.body.append(start + walk + finish)
+            return
+        self.bitvectors = True
+        names = bitvec.names_for(bv, n(i, ""), self.p, off_rd, leaf_rd)
+        helpers = bitvec.row_function(names, step, n(i, "bits_row"))
+        if info.bitvectors:
+            helpers += bitvec.rows_function(names, step, info.bitvectors)
+        self.helpers.append(f"#if {V}\n{helpers}#endif\n")
+        call = f"    {n(i, 'bits_row')}({src}, {dst});\n"
+        self.body.append(f"{start}#if {V}\n{call}#else\n{walk}#endif\n{finish}")
 
     def inline_trees(self, i: int, step: TreeEnsemble, src: str, dst: str) -> None:
         """One flat static function per tree: labelled splits and gotos, no nesting, so any
@@ -572,11 +593,12 @@ def _scalar_dot(n_in: int, x: Callable[[str], str], w: Callable[[str], str]) -> 
     full = n_in - n_in % 4
     lanes = range(4)
     tail = "".join(
-        f"            s{q} += {x(str(full + q))} * {w(str(full + q))};\n"
-        for q in range(n_in % 4)
+        f"            s{q} += {x(str(full + q))} * {w(str(full + q))};\n" for q in range(n_in % 4)
     )
     return (
-        "        {\n            float " + ", ".join(f"s{q} = 0.0f" for q in lanes) + ";\n"
+        "        {\n            float "
+        + ", ".join(f"s{q} = 0.0f" for q in lanes)
+        + ";\n"
         + (
             f"            for (k = 0; k < {full}; k += 4) {{\n"
             + "".join(
@@ -783,9 +805,10 @@ def emit_c(model: Model, prefix: str = "model", *, layout: str = "table") -> CSo
     math_code = _device_math(p, math) + (_half_code(p) if em.half else "")
     source = (
         f"/* Generated by fedge from {_source_name(model)}. Do not edit. */\n"
-        + ("#include <stdint.h>\n" if em.half or math else "")  # half; exp's bit scaling
+        # half; exp's bit scaling; bitvector masks
+        + ("#include <stdint.h>\n" if em.half or math or em.bitvectors else "")
         + f'#include <math.h>\n#include "{p}.h"\n\n'
-        + (_vector_prelude(p) if em.vectors else "")
+        + (_vector_prelude(p, em.bitvectors) if em.vectors or em.bitvectors else "")
         + "#ifndef FEDGE_CONST\n#define FEDGE_CONST static const\n#endif\n"
         + "".join(
             f"#ifndef {m}\n#define {m}(table, i) ((table)[i])\n#endif\n"
@@ -809,16 +832,18 @@ def emit_c(model: Model, prefix: str = "model", *, layout: str = "table") -> CSo
     return CSource(p, header, source, model.n_features, n_out, n_classes, has_proba, model.task)
 
 
-def _vector_prelude(p: str) -> str:
+def _vector_prelude(p: str, masks: bool = False) -> str:
     """``<P>_VECTORS``: dot products as GNU C vectors on hosts with SSE or NEON (4 floats, one
-    IEEE operation per lane: the scalar code's bits). Off where tables are read through a
-    user's ``FEDGE_RD_F32`` (AVR's flash), and with ``-DFEDGE_NO_VECTORS``."""
+    IEEE operation per lane: the scalar code's bits), and small trees by bitvectors (``masks``:
+    the ``<p>_u4`` type of four leaf masks). Off where tables are read through a user's
+    ``FEDGE_RD_F32`` (AVR's flash), and with ``-DFEDGE_NO_VECTORS``."""
     P = p.upper()
+    u4 = f"typedef uint32_t {p}_u4 __attribute__((vector_size(16)));\n" if masks else ""
     return (
         f"#if !defined(FEDGE_NO_VECTORS) && !defined(FEDGE_RD_F32) && defined(__GNUC__) && \\\n"
         f"    (defined(__SSE__) || defined(__ARM_NEON) || defined(__ARM_NEON__))\n"
         f"#define {P}_VECTORS 1\n#include <string.h>\n"
-        f"typedef float {p}_v4 __attribute__((vector_size(16)));\n"
+        f"typedef float {p}_v4 __attribute__((vector_size(16)));\n{u4}"
         f"#else\n#define {P}_VECTORS 0\n#endif\n"
     )
 
@@ -955,6 +980,14 @@ def _scores_batch(model: Model, p: str, em: _Emitter, width: int) -> str:
         else ""
     )
     lanes = range(LANES)
+    bits_open = bits_close = ""
+    if info.bitvectors:  # hosts: ROWS rows at a time by bitvectors (BLOCK is a multiple)
+        bits_open = (
+            f"#if {p.upper()}_VECTORS\n"
+            f"        for (r = 0; r < m; r += {bitvec.ROWS}) "
+            f"{info.bitvectors}(row + r, acc + r * {no});\n#else\n"
+        )
+        bits_close = "#endif\n"
     walk = (
         f"                const float {', '.join(f'*x{q} = row[r + {q}]' for q in lanes)};\n"
         f"                unsigned long {', '.join(f'c{q} = 0' for q in lanes)};\n"
@@ -978,7 +1011,7 @@ def _scores_batch(model: Model, p: str, em: _Emitter, width: int) -> str:
         + head
         + (
             f"{locals_}    const float *row[{BLOCK}];\n    float acc[{BLOCK * no}];\n"
-            f"    long i0, r, j, k, t;\n    int nan;\n"
+            f"    long i0, r, j, k, t;\n    int nan;\n    (void)t; (void)nan;\n"
             f"    for (i0 = 0; i0 < n; i0 += {BLOCK}) {{\n"
             f"        long m = n - i0 < {BLOCK} ? n - i0 : {BLOCK};\n"
             f"        if (m < {LANES}) {{  /* a few rows: the one-row walk is cheaper */\n"
@@ -993,6 +1026,7 @@ def _scores_batch(model: Model, p: str, em: _Emitter, width: int) -> str:
             f"            for (j = 0; j < {no}; ++j) {{\n"
             f"                o[j] = 0.0f;{init}\n"
             f"            }}\n        }}\n"
+            f"{bits_open}"
             f"        for (t = 0; t < {step.n_trees}; ++t) {{\n"
             f"            unsigned long base = {info.base_rd}({t('node_base')}, t);\n"
             f"            unsigned long root = {info.ref_rd}({t('roots')}, t);\n"
@@ -1004,7 +1038,7 @@ def _scores_batch(model: Model, p: str, em: _Emitter, width: int) -> str:
             f"                }}\n                continue;\n            }}\n"
             f"            for (r = 0; r < m; r += {LANES}) {{  /* roots are node 0 */\n"
             f"{walk}"
-            f"            }}\n        }}\n{finish}"
+            f"            }}\n        }}\n{bits_close}{finish}"
             f"        for (r = 0; r < m * {no}; ++r) scores[i0 * {no} + r] = acc[r];\n"
             f"    }}\n}}\n"
         )

@@ -45,6 +45,7 @@ class CompactTrees:
     child: np.ndarray  # (2 * n_splits,) encoded left, right references, interleaved
     limit: int  # references >= limit are leaves
     leaves: np.ndarray  # (n_unique_leaves, width) float32 (int8/int16: quantized)
+    leaf_row: np.ndarray  # (n_leaves,) row of `leaves` holding each of the step's leaves
 
 
 def _tree_and_level(step: TreeEnsemble | QuantizedTrees) -> tuple[np.ndarray, np.ndarray]:
@@ -120,4 +121,5 @@ def compact_trees(step: TreeEnsemble | QuantizedTrees) -> CompactTrees:
         child=child,
         limit=limit,
         leaves=unique.reshape(-1, step.leaf_width),
+        leaf_row=leaf_id,
     )
