@@ -65,8 +65,8 @@ def _leaf_order(step: TreeEnsemble, tree: int) -> tuple[list[int], list[tuple[in
     subtree leaves; stops early (returning what it has) past MAX_LEAVES leaves."""
     leaves: list[int] = []
     spans: list[tuple[int, int, int]] = []
-    # Iterative in-order walk: ("enter", ref) visits a subtree, ("left done", node, first)
-    # records a node's left span before its right subtree is entered.
+    # Iterative in-order walk: (0, ref, _) enters a subtree; (1, node, first) marks the end
+    # of node's left subtree (its leaves are first..now) before the right one is entered.
     stack: list[tuple[int, int, int]] = [(0, int(step.roots[tree]), 0)]
     while stack and len(leaves) <= MAX_LEAVES:
         kind, ref, first = stack.pop()
@@ -122,9 +122,8 @@ def bitvector_trees(step: TreeEnsemble, leaf_row: np.ndarray) -> BitvectorTrees 
     counts = np.bincount(feature, minlength=step.n_features)
     begin = np.concatenate([[0], np.cumsum(counts + 1)])  # + 1: each list's sentinel
     n = int(begin[-1])
-    at = np.empty(len(order), dtype=np.int64)  # place of each sorted condition
-    sorted_feature = feature[order]
-    at[:] = np.arange(len(order)) + sorted_feature  # one sentinel before each later list
+    # Place of each sorted condition: after one sentinel per earlier feature's list.
+    at = np.arange(len(order)) + feature[order]
     threshold = np.full(n, np.inf, dtype=np.float32)
     tree_of = np.zeros(n, dtype=np.int64)
     mask_of = np.full(n, full, dtype=np.uint64)
