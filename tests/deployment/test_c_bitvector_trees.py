@@ -30,10 +30,9 @@ from zoo import case, extreme_rows, split_points, threshold_rows
 QUALIFYING = [
     "tree_binary",  # two-wide leaves, one tree
     "forest_nan",  # mean of trees, NaN rules
-    "forest_stumps",  # single-leaf trees
+    "gb_multiclass",  # 3.6 splits per level: close to the crossover
     "hgb_multiclass_nan",
     "xgb_binary_nan",  # `<` splits
-    "xgb_single_leaf",
     "lgbm_binary_nan",  # leaf-wise, deep and uneven
     "lgbm_multiclass_strings",
 ]
@@ -164,11 +163,22 @@ def test_batch_bitvectors_under_address_and_undefined_sanitizers(tmp_path: Path)
     np.testing.assert_array_equal(single[finite], want.view(np.uint32))
 
 
-def test_ensembles_that_do_not_qualify_keep_the_walk() -> None:
-    deep = fedge.lower(case("tree_deep").estimator)  # far more than 32 leaves
-    step = deep.steps[-1]
+@pytest.mark.parametrize(
+    "name",
+    [
+        "tree_deep",  # far more than 32 leaves
+        "xgb_regressor_nan",  # balanced depth-6 trees: 5.8 splits per level, the walk is faster
+        "forest_stumps",  # single-leaf trees only: nothing to scan
+    ],
+)
+def test_ensembles_that_do_not_qualify_keep_the_walk(name: str) -> None:
+    model = fedge.lower(case(name).estimator)
+    step = model.steps[-1]
     assert bitvector_trees(step, compact_trees(step).leaf_row) is None
-    assert "bits_row" not in emit_c(deep, "m").source
+    assert "bits_row" not in emit_c(model, "m").source
+
+
+def test_inline_layout_has_no_bitvectors() -> None:
     small = fedge.lower(case("gb_binary").estimator)
     assert "bits_row" not in emit_c(small, "m", layout="inline").source
 
@@ -193,8 +203,9 @@ def test_less_than_splits_at_minus_infinity_keep_the_walk() -> None:
 
 
 def _chain(n_leaves: int) -> Model:
-    """One tree splitting feature 0 at 0, 1, 2, ...: leaf i for values in (i - 1, i], the
-    last leaf (mask bit n_leaves - 1) for the values above every threshold."""
+    """A tree splitting feature 0 at 0, 1, 2, ...: leaf i for values in (i - 1, i], the
+    last leaf (mask bit n_leaves - 1) for the values above every threshold; then a
+    single-leaf tree (no split: its mask stays all ones, bit 0 names its leaf)."""
     n = n_leaves - 1
     step = TreeEnsemble(
         feature=np.zeros(n, dtype=np.int32),
@@ -202,9 +213,9 @@ def _chain(n_leaves: int) -> Model:
         left=~np.arange(n, dtype=np.int32),
         right=np.append(np.arange(1, n), ~n).astype(np.int32),
         missing_left=np.arange(n) % 2 == 0,
-        leaf_values=np.arange(n_leaves, dtype=np.float64).reshape(-1, 1) * 0.5,
-        roots=np.array([0], dtype=np.int32),
-        tree_offset=np.array([0], dtype=np.int32),
+        leaf_values=np.arange(n_leaves + 1, dtype=np.float64).reshape(-1, 1) * 0.5,
+        roots=np.array([0, ~n_leaves], dtype=np.int32),
+        tree_offset=np.array([0, 0], dtype=np.int32),
         n_features=1,
         n_outputs=1,
         base_score=np.array([0.25]),

@@ -15,8 +15,12 @@ leaves are then added tree by tree in ensemble order, so the sums have the node 
 (and device mode's) bits. A NaN takes each node's missing-value rule: the masks of the
 nodes that send it right, from a separate per-node flag.
 
-Used for ensembles whose trees all have at most 32 leaves, on hosts with GNU C vectors
-(``<P>_VECTORS``); microcontrollers keep the node walk, whose tables are smaller.
+Used on hosts with GNU C vectors (``<P>_VECTORS``) for ensembles whose trees all have at
+most 32 leaves and are deep for their size: the walk costs about one step per level of a
+path, the scan about half of a tree's splits, so full balanced trees (a depth-5 forest: 6
+splits per level) walk faster and leaf-wise trees (LightGBM: 2 to 3) scan faster. The
+crossover, :data:`SPLITS_PER_LEVEL`, is measured (docs/c-api.md). Microcontrollers keep the
+node walk, whose tables are smaller.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ __all__ = [
     "MAX_LEAVES",
     "MAX_TREES",
     "ROWS",
+    "SPLITS_PER_LEVEL",
     "BitvectorNames",
     "BitvectorTrees",
     "bitvector_tables",
@@ -46,6 +51,10 @@ __all__ = [
 MAX_LEAVES = 32  # one uint32 mask per tree
 MAX_TREES = 2048  # the batch keeps 8 rows x 4 bytes of masks per tree on the stack (64 KiB)
 ROWS = 8  # rows a batch scan serves at once: two vectors of four floats
+# Splits per level of depth (over the ensemble) above which the node walk is faster, one row
+# and batch taken together (benchmarks/tree_bitvectors.py): LightGBM's 2.8 and depth-3
+# boosters' 2.3 scan faster, balanced depth-5 trees (4.9, 6.1) walk faster.
+SPLITS_PER_LEVEL = 4.0
 
 
 @dataclass(frozen=True)
@@ -94,9 +103,13 @@ def _go_right_thresholds(step: TreeEnsemble) -> np.ndarray | None:
 
 def bitvector_trees(step: TreeEnsemble, leaf_row: np.ndarray) -> BitvectorTrees | None:
     """Bitvector tables of ``step``, or None when it does not qualify (a tree with more
-    than :data:`MAX_LEAVES` leaves, more than :data:`MAX_TREES` trees, no float32 form of
-    its thresholds). ``leaf_row[l]`` is the row of IR leaf ``l`` in the shared leaf table."""
+    than :data:`MAX_LEAVES` leaves, more than :data:`MAX_TREES` trees, more than
+    :data:`SPLITS_PER_LEVEL` splits per level of depth, no float32 form of its thresholds).
+    ``leaf_row[l]`` is the row of IR leaf ``l`` in the shared leaf table."""
+    levels = int(step.depths.sum())
     if step.n_trees > MAX_TREES or int(step.depths.max(initial=0)) >= MAX_LEAVES:
+        return None
+    if levels == 0 or step.n_nodes > SPLITS_PER_LEVEL * levels:
         return None
     thr = _go_right_thresholds(step)
     if thr is None:
