@@ -100,16 +100,24 @@ def _harness(p: str, nf: int, no: int) -> str:
     )
 
 
-def _run_c(tmp_path: Path, model: Model, X: np.ndarray, flags: tuple[str, ...]) -> np.ndarray:
-    """(2, rows, outputs): the one-row and the batch scores of the compiled model."""
-    require_tool("gcc", "gcc")
+def _run_c(
+    tmp_path: Path,
+    model: Model,
+    X: np.ndarray,
+    flags: tuple[str, ...],
+    compiler: str = "gcc",
+    runner: tuple[str, ...] = (),
+) -> np.ndarray:
+    """(2, rows, outputs): the one-row and the batch scores of the compiled model (built by
+    ``compiler``, run through ``runner``, e.g. an emulator)."""
     code = emit_c(model, "m")
     (tmp_path / "m.h").write_text(code.header)
     (tmp_path / "m.c").write_text(code.source)
     (tmp_path / "main.c").write_text(_harness("m", model.n_features, model.n_outputs))
-    exe = compile_c([tmp_path / "m.c", tmp_path / "main.c"], tmp_path / "h", flags=flags)
+    sources = [tmp_path / "m.c", tmp_path / "main.c"]
+    exe = compile_c(sources, tmp_path / "h", compiler=compiler, flags=flags)
     out = subprocess.run(
-        [str(exe)], input=X.tobytes(), capture_output=True, check=True, timeout=120
+        [*runner, str(exe)], input=X.tobytes(), capture_output=True, check=True, timeout=120
     )
     assert out.stderr == b"", out.stderr.decode()
     return np.frombuffer(out.stdout, dtype=np.float32).reshape(2, X.shape[0], -1)
@@ -120,6 +128,7 @@ def _run_c(tmp_path: Path, model: Model, X: np.ndarray, flags: tuple[str, ...]) 
 def test_c_equals_device_mode_by_bitvectors_and_by_the_walk(
     tmp_path: Path, name: str, vectors: bool
 ) -> None:
+    require_tool("gcc", "gcc")
     model = fedge.lower(case(name).estimator)
     X = _rows(name)
     code = emit_c(model, "m")
@@ -131,7 +140,22 @@ def test_c_equals_device_mode_by_bitvectors_and_by_the_walk(
         np.testing.assert_array_equal(scores.view(np.uint32), want.view(np.uint32))
 
 
+def test_neon_bitvectors_on_aarch64_equal_device_mode(tmp_path: Path) -> None:
+    """The same C on a Raspberry Pi class aarch64 (NEON vectors), static, under qemu-aarch64."""
+    require_tool("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu")
+    qemu = require_tool("qemu-aarch64", "qemu-user")
+    name = "lgbm_multiclass_strings"
+    model = fedge.lower(case(name).estimator)
+    X = _rows(name)
+    flags = ("-std=c99", "-O2", "-ffp-contract=off", "-static")
+    got = _run_c(tmp_path, model, X, flags, "aarch64-linux-gnu-gcc", (qemu,))
+    want = runtime.decision_function(model, X, mode="device").reshape(X.shape[0], -1)
+    for scores in got:
+        np.testing.assert_array_equal(scores.view(np.uint32), want.view(np.uint32))
+
+
 def test_trees_after_a_scaler_take_bitvectors_on_the_scaled_rows(tmp_path: Path) -> None:
+    require_tool("gcc", "gcc")
     c = case("gb_binary")
     est = make_pipeline(StandardScaler(), GradientBoostingClassifier(n_estimators=12, max_depth=3))
     est.fit(c.dataset.X_train, c.dataset.y_train)
@@ -155,6 +179,7 @@ def test_batch_bitvectors_under_address_and_undefined_sanitizers(tmp_path: Path)
         rows[k * nf : (k + 1) * nf][np.arange(nf), np.arange(nf)] = value
     rows[-3:] = hostile[:3, None]  # rows made of one value
     X = rows.astype(np.float32)
+    require_tool("gcc", "gcc")
     flags = (*HOST_FLAGS, "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g")
     single, batch = _run_c(tmp_path, model, X, flags).view(np.uint32)
     np.testing.assert_array_equal(single, batch)
@@ -224,6 +249,7 @@ def _chain(n_leaves: int) -> Model:
 
 
 def test_trees_of_exactly_max_leaves_qualify_and_every_leaf_is_reached(tmp_path: Path) -> None:
+    require_tool("gcc", "gcc")
     model = _chain(MAX_LEAVES)
     step = model.steps[0]
     assert bitvector_trees(step, compact_trees(step).leaf_row) is not None
