@@ -9,8 +9,9 @@ of a tree's mask is then the leaf the node walk reaches: the exit leaf is never 
 (only its own ancestors could clear it, and it lies left of them only where the row goes
 left), and every leaf left of it lies in the left subtree of a node the row goes right at.
 
-No per-node branch depends on the data, so leaf-wise trees of uneven depth (LightGBM's)
-cost no mispredictions, and eight rows share one scan as two vectors of four floats. The
+The only data-dependent branch is the end of each feature's scan (one per feature, not one
+per level), so leaf-wise trees of uneven depth (LightGBM's) cost few mispredictions, and
+eight rows share one scan as two vectors of four floats. The
 leaves are then added tree by tree in ensemble order, so the sums have the node walk's
 (and device mode's) bits. A NaN takes each node's missing-value rule: the masks of the
 nodes that send it right, from a separate per-node flag.
@@ -30,9 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedge.deployment.formats.c.tree_tables import unsigned_type
 from fedge.ir.nodes import Comparison, TreeEnsemble
-
-from .tree_tables import unsigned_type
 
 __all__ = [
     "MAX_LEAVES",
