@@ -80,7 +80,7 @@ def test_model_comparison_missing_metric_is_a_gap():
     ("metrics", "message"),
     [
         ({}, "metrics is empty"),
-        ({"a": {}}, "no metric values"),
+        ({"a": {}}, "names no metric"),
         ({"a": {"acc": float("nan")}}, "non-finite"),
         ({"a": 0.5}, "must map metric names"),
     ],

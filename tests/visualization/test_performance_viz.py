@@ -231,7 +231,7 @@ def test_metric_comparison_bad_input():
         pv.metric_comparison_figure({})
     with pytest.raises(InvalidInputError, match=r"results\['a'\]\['acc'\] must be a number"):
         pv.metric_comparison_figure({"a": {"acc": "high"}})
-    with pytest.raises(InvalidInputError, match="mapping of metric name"):
+    with pytest.raises(InvalidInputError, match=r"results\[.a.\] must map metric names"):
         pv.metric_comparison_figure({"a": [0.9]})
     with pytest.raises(InvalidInputError, match="infinite"):
         pv.metric_comparison_figure({"a": {"acc": math.inf}})

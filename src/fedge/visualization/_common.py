@@ -78,6 +78,24 @@ def non_empty(what: str, values: Sized) -> None:
         raise InvalidInputError(f"{what} is empty: nothing to plot")
 
 
+def table_keys(what: str, table: Any, row: str, column: str) -> tuple[list[str], list[str]]:
+    """Row names and column names (first-seen order, as text) of ``table[row][column]``, a
+    mapping of mappings; raise unless it is one with at least one row and one column."""
+    if not isinstance(table, Mapping):
+        raise InvalidInputError(f"{what} must be a mapping {{{row}: {{{column}: value}}}}")
+    non_empty(what, table)
+    columns: list[str] = []
+    for name, cells in table.items():
+        if not isinstance(cells, Mapping):
+            raise InvalidInputError(
+                f"{what}[{name!r}] must map {column} names to values, got {type(cells).__name__}"
+            )
+        columns += [str(c) for c in cells if str(c) not in columns]
+    if not columns:
+        raise InvalidInputError(f"{what} names no {column}: nothing to plot")
+    return [str(n) for n in table], columns
+
+
 def check_same_length(what: str, **series: Sequence[Any]) -> int:
     """Raise unless every named series has the same, non-zero length; return it."""
     lengths = {name: len(values) for name, values in series.items()}

@@ -24,6 +24,7 @@ from fedge.visualization._common import (
     colour,
     non_empty,
     require_plotly,
+    table_keys,
 )
 from fedge.visualization._html import Section, figure_html, render_page, slug, write_page
 
@@ -107,23 +108,12 @@ def model_comparison_figure(
         If there are no models or no metrics, or a value is not a finite number.
     """
     go = require_plotly()
-    non_empty("metrics", metrics)
-    models = [str(m) for m in metrics]
-    names: list[str] = []
-    for model, row in metrics.items():
-        if not isinstance(row, Mapping):
-            raise InvalidInputError(
-                f"metrics[{model!r}] must map metric names to values, got {type(row).__name__}"
-            )
-        for name in row:
-            if name not in names:
-                names.append(name)
-    if not names:
-        raise InvalidInputError("metrics holds no metric values: nothing to plot")
+    models, names = table_keys("metrics", metrics, "model", "metric")
+    rows = [{str(k): v for k, v in row.items()} for row in metrics.values()]
     fig = go.Figure()
     for i, name in enumerate(names):
         values: list[float | None] = []
-        for model, row in metrics.items():
+        for model, row in zip(models, rows, strict=True):
             if name in row:
                 values.append(float(check_finite(f"metrics[{model!r}][{name!r}]", row[name])))
             else:

@@ -27,6 +27,7 @@ from fedge.visualization._common import (
     finite_or_none,
     non_empty,
     require_plotly,
+    table_keys,
 )
 
 if TYPE_CHECKING:
@@ -235,20 +236,7 @@ def _metric_table(
     results: Mapping[str, Mapping[str, float]],
 ) -> tuple[list[str], list[str], np.ndarray]:
     """Names, metrics (in first-seen order) and a names x metrics array (NaN where missing)."""
-    if not isinstance(results, Mapping):
-        raise InvalidInputError("results must be a mapping of name to {metric: value}")
-    non_empty("metric results", results)
-    names = [str(n) for n in results]
-    metrics: list[str] = []
-    for name, row in results.items():
-        if not isinstance(row, Mapping):
-            raise InvalidInputError(
-                f"results[{name!r}] must be a mapping of metric name to value, "
-                f"got {type(row).__name__}"
-            )
-        metrics += [str(m) for m in row if str(m) not in metrics]
-    if not metrics:
-        raise InvalidInputError("metric results name no metric: nothing to plot")
+    names, metrics = table_keys("metric results", results, "name", "metric")
     table = np.full((len(names), len(metrics)), math.nan)
     for i, row in enumerate(results.values()):
         for metric, value in row.items():
@@ -472,19 +460,7 @@ def _parity_table(
     matrix: Mapping[str, Mapping[str, str]],
 ) -> tuple[list[str], list[str], list[list[int | None]], list[list[str]]]:
     """Models, formats, status codes (None: missing) and full status texts ('' when missing)."""
-    if not isinstance(matrix, Mapping):
-        raise InvalidInputError("the parity matrix must be a mapping {model: {format: status}}")
-    non_empty("parity matrix", matrix)
-    models = [str(m) for m in matrix]
-    formats: list[str] = []
-    for model, row in matrix.items():
-        if not isinstance(row, Mapping):
-            raise InvalidInputError(
-                f"parity matrix[{model!r}] must map format to status, got {type(row).__name__}"
-            )
-        formats += [str(f) for f in row if str(f) not in formats]
-    if not formats:
-        raise InvalidInputError("the parity matrix names no format: nothing to plot")
+    models, formats = table_keys("parity matrix", matrix, "model", "format")
     codes: list[list[int | None]] = []
     texts: list[list[str]] = []
     for model, row in matrix.items():
