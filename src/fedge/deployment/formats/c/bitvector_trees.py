@@ -43,7 +43,6 @@ __all__ = [
     "BitvectorTrees",
     "bitvector_tables",
     "bitvector_trees",
-    "names_for",
     "row_function",
     "rows_function",
 ]
@@ -155,24 +154,6 @@ def bitvector_trees(step: TreeEnsemble, leaf_row: np.ndarray) -> BitvectorTrees 
     )
 
 
-def bitvector_tables(
-    bv: BitvectorTrees, name: Callable[[str], str], table: Callable[[str, str, np.ndarray], str]
-) -> list[str]:
-    """C tables of ``bv``; ``name(what)`` names a table, ``table(name, ctype, values)``
-    writes one (the emitter's helpers)."""
-    begin_type, _, _ = unsigned_type(int(bv.begin[-1]))
-    tree_type, _, _ = unsigned_type(int(bv.tree.max(initial=0)))
-    leaf_type, _, _ = unsigned_type(int(bv.leaf.max(initial=0)))
-    return [
-        table(name("bv_begin"), begin_type, bv.begin),
-        table(name("bv_threshold"), "float", bv.threshold),
-        table(name("bv_tree"), tree_type, bv.tree),
-        table(name("bv_mask"), "uint32_t", bv.mask),
-        table(name("bv_nan_right"), "unsigned char", bv.nan_right),
-        table(name("bv_leaf"), leaf_type, bv.leaf),
-    ]
-
-
 @dataclass(frozen=True)
 class BitvectorNames:
     """What the generated functions read: table names and their read macros."""
@@ -186,19 +167,30 @@ class BitvectorNames:
     value_rd: str  # read macro of the shared leaf values
 
 
-def names_for(
-    bv: BitvectorTrees, names: str, vec: str, off_rd: str, value_rd: str
-) -> BitvectorNames:
-    """The :class:`BitvectorNames` of ``bv``'s tables (see :func:`bitvector_tables`)."""
-    return BitvectorNames(
-        names,
-        vec,
-        unsigned_type(int(bv.begin[-1]))[1],
-        unsigned_type(int(bv.tree.max(initial=0)))[1],
-        unsigned_type(int(bv.leaf.max(initial=0)))[1],
-        off_rd,
-        value_rd,
-    )
+def bitvector_tables(
+    bv: BitvectorTrees,
+    names: str,
+    table: Callable[[str, str, np.ndarray], str],
+    *,
+    vec: str,
+    off_rd: str,
+    value_rd: str,
+) -> tuple[list[str], BitvectorNames]:
+    """C tables of ``bv`` (``names`` + ``bv_begin`` ...; ``table(name, ctype, values)``, the
+    emitter's writer) and what the functions need to read them: the shared tree offsets and
+    leaf values through ``off_rd`` / ``value_rd``, vectors typed ``<vec>_v4`` / ``<vec>_u4``."""
+    begin_type, begin_rd, _ = unsigned_type(int(bv.begin[-1]))
+    tree_type, tree_rd, _ = unsigned_type(int(bv.tree.max(initial=0)))
+    leaf_type, leaf_rd, _ = unsigned_type(int(bv.leaf.max(initial=0)))
+    tables = [
+        table(f"{names}bv_begin", begin_type, bv.begin),
+        table(f"{names}bv_threshold", "float", bv.threshold),
+        table(f"{names}bv_tree", tree_type, bv.tree),
+        table(f"{names}bv_mask", "uint32_t", bv.mask),
+        table(f"{names}bv_nan_right", "unsigned char", bv.nan_right),
+        table(f"{names}bv_leaf", leaf_type, bv.leaf),
+    ]
+    return tables, BitvectorNames(names, vec, begin_rd, tree_rd, leaf_rd, off_rd, value_rd)
 
 
 def _add_leaves(n: BitvectorNames, step: TreeEnsemble, bits: str, acc: str, ind: str) -> str:

@@ -440,8 +440,10 @@ class _Emitter:
         bv = bitvec.bitvector_trees(step, tables.leaf_row)
         V = f"{self.p.upper()}_VECTORS"
         if bv is not None:
-            walk_tables = [f"#if !{V}\n", *walk_tables, "#else\n"]
-            walk_tables += [*bitvec.bitvector_tables(bv, lambda w: n(i, w), _table), "#endif\n"]
+            bv_tables, bv_names = bitvec.bitvector_tables(
+                bv, n(i, ""), _table, vec=self.p, off_rd=off_rd, value_rd=leaf_rd
+            )
+            walk_tables = [f"#if !{V}\n", *walk_tables, "#else\n", *bv_tables, "#endif\n"]
         offsets = _table(n(i, "offset"), off_type, step.tree_offset)
         self.tables += [*walk_tables, leaf_text, offsets, base_text]
         cmp = "<=" if step.comparison is Comparison.LE else "<"
@@ -510,10 +512,9 @@ class _Emitter:
             self.body.append(start + walk + finish)
             return
         self.bitvectors = True
-        names = bitvec.names_for(bv, n(i, ""), self.p, off_rd, leaf_rd)
-        helpers = bitvec.row_function(names, step, n(i, "bits_row"))
+        helpers = bitvec.row_function(bv_names, step, n(i, "bits_row"))
         if info.bitvectors:
-            helpers += bitvec.rows_function(names, step, info.bitvectors)
+            helpers += bitvec.rows_function(bv_names, step, info.bitvectors)
         self.helpers.append(f"#if {V}\n{helpers}#endif\n")
         call = f"    {n(i, 'bits_row')}({src}, {dst});\n"
         self.body.append(f"{start}#if {V}\n{call}#else\n{walk}#endif\n{finish}")
