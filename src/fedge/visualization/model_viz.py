@@ -419,32 +419,20 @@ def parameter_analysis_figure(model: Any, title: str = "Parameters per step") ->
             f"bytes in the IR<br>(total {sum(sizes):,})",
         ),
     )
-    fig.add_trace(
-        go.Bar(
-            name="parameters",
-            x=names,
-            y=params,
-            marker_color=colour(0),
-            text=[f"{p:,}" for p in params],
-            textposition="auto",
-            hovertemplate="%{x}<br>%{y:,} parameters<extra></extra>",
-        ),
-        row=1,
-        col=1,
-    )
-    fig.add_trace(
-        go.Bar(
-            name="bytes",
-            x=names,
-            y=sizes,
-            marker_color=colour(1),
-            text=[f"{b:,}" for b in sizes],
-            textposition="auto",
-            hovertemplate="%{x}<br>%{y:,} bytes<extra></extra>",
-        ),
-        row=1,
-        col=2,
-    )
+    for col, (unit, values) in enumerate((("parameters", params), ("bytes", sizes)), start=1):
+        fig.add_trace(
+            go.Bar(
+                name=unit,
+                x=names,
+                y=values,
+                marker_color=colour(col - 1),
+                text=[f"{v:,}" for v in values],
+                textposition="auto",
+                hovertemplate=f"%{{x}}<br>%{{y:,}} {unit}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
     fig.update_xaxes(type="category")
     return _layout(fig, title, showlegend=False)
 
