@@ -106,6 +106,12 @@ def measure(*, secure: bool = False, output: Path | None = RESULTS) -> dict[str,
                 cluster.start_supernode(f"node{i}", f'data-file="{p}" target="label"')
             up = time.perf_counter() - started
 
+            def same(run: str, reference: Any) -> bool:
+                """The Flower run's model predicts the in-process model's probabilities."""
+                got = load(root / run / "model.json")
+                return bool(np.array_equal(runtime.predict_proba(got, X),
+                                           runtime.predict_proba(reference, X)))
+
             def inprocess_boost(**params: Any) -> tuple[Any, float]:
                 clients = [histogram_client_from_node_config(c) for c in configs]
                 t0 = time.perf_counter()
@@ -118,12 +124,10 @@ def measure(*, secure: bool = False, output: Path | None = RESULTS) -> dict[str,
                                 timeout=600)
             ref, ref_s = inprocess_boost(n_estimators=3, max_depth=2, learning_rate=0.3,
                                          max_bins=32)
-            got = load(root / "boost" / "model.json")
             results["hist-gbdt"] = {
                 "trees": 3, "depth": 2, "exchanges": 3 * 3, "flower": flower,
                 "inprocess_s": ref_s,
-                "equal": bool(np.array_equal(runtime.predict_proba(got, X),
-                                             runtime.predict_proba(ref.model_, X))),
+                "equal": same("boost", ref.model_),
             }
 
             # bagging
@@ -135,11 +139,9 @@ def measure(*, secure: bool = False, output: Path | None = RESULTS) -> dict[str,
                                     estimator=bagging_estimator(True, 20, 0), classes=[0, 1],
                                     weights="rows", random_state=SEED)
             bag_s = time.perf_counter() - t0
-            got = load(root / "bag" / "model.json")
             results["bagging"] = {
                 "exchanges": 1, "flower": flower, "inprocess_s": bag_s,
-                "equal": bool(np.array_equal(runtime.predict_proba(got, X),
-                                             runtime.predict_proba(bag, X))),
+                "equal": same("bag", bag),
             }
 
             if secure:
@@ -159,12 +161,10 @@ def measure(*, secure: bool = False, output: Path | None = RESULTS) -> dict[str,
                 ref, ref_s = inprocess_boost(
                     n_estimators=1, max_depth=1, learning_rate=0.3, max_bins=32,
                     feature_range=(lo, hi), secure_aggregation="secagg+")
-                got = load(root / "secure" / "model.json")
                 results["secure hist-gbdt"] = {
                     "trees": 1, "depth": 1, "exchanges": 4 * 2, "flower": flower,
                     "inprocess_s": ref_s,
-                    "equal": bool(np.array_equal(runtime.predict_proba(got, X),
-                                                 runtime.predict_proba(ref.model_, X))),
+                    "equal": same("secure", ref.model_),
                 }
     print(f"localhost SuperLink + 3 SuperNodes up in {up:.0f} s")
     print(f"{'run':<18}{'flower wall s':>14}{'tree s (sum)':>14}{'in-process s':>14}"
